@@ -1,0 +1,379 @@
+//! Parse one complete request frame from the front of a byte slice, borrowing key
+//! and value from it (zero-copy). A frame is always `24 + body length` bytes, so
+//! "incomplete" is one comparison and the caller always advances by whole frames.
+
+use super::header::{be16, be32, be64, Opcode, Status, HEADER_LEN, MAX_KEY_LEN, REQUEST_MAGIC};
+
+/// The extras of a request, decoded according to its opcode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extras {
+    None,
+    /// SET / ADD / REPLACE.
+    Store {
+        flags: u32,
+        exptime: u32,
+    },
+    /// INCREMENT / DECREMENT.
+    Counter {
+        delta: u64,
+        initial: u64,
+        exptime: u32,
+    },
+    /// TOUCH / GAT*: the new expiration.
+    Touch {
+        exptime: u32,
+    },
+    /// FLUSH with a delay in seconds.
+    Flush {
+        delay: u32,
+    },
+}
+
+/// One request, borrowing key and value from the input buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The opcode byte as sent; answers echo it (quiet opcodes included).
+    pub opcode: u8,
+    /// The base (non-quiet) command.
+    pub command: Opcode,
+    /// A quiet variant: success answers are suppressed.
+    pub quiet: bool,
+    pub opaque: u32,
+    pub cas: u64,
+    pub extras: Extras,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// Why no request could be taken from the front of the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError<'a> {
+    /// Fewer bytes than the frame needs; read more.
+    Incomplete,
+    /// Not a request packet: the stream is not ours to interpret. Close, no answer.
+    BadMagic,
+    /// Lengths that contradict the opcode: answer `status`, then close, as memcached
+    /// does (the rest of the stream cannot be trusted).
+    Invalid {
+        opcode: u8,
+        opaque: u32,
+        status: Status,
+    },
+    /// A frame we answer without buffering it (unknown opcode, value over the size
+    /// limit): answer `status`, then discard `skip` bytes from the frame's start as
+    /// they arrive. `request` has the header fields and the key, with an empty value.
+    Skip {
+        request: Request<'a>,
+        status: Status,
+        skip: u64,
+    },
+}
+
+/// Limits the parser enforces before buffering a body.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Values longer than this are refused with 0x0003 without being buffered.
+    pub max_value_len: usize,
+}
+
+/// The body length a header declares, or `None` if fewer than 24 bytes are there.
+pub fn frame_len(input: &[u8]) -> Option<u64> {
+    if input.len() < HEADER_LEN {
+        None
+    } else {
+        Some(HEADER_LEN as u64 + u64::from(be32(input, 8)))
+    }
+}
+
+/// Parses the request at the front of `input`, returning it and its frame length.
+pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize), ParseError<'a>> {
+    if input.len() < HEADER_LEN {
+        return Err(ParseError::Incomplete);
+    }
+    if input[0] != REQUEST_MAGIC {
+        return Err(ParseError::BadMagic);
+    }
+    let opcode = input[1];
+    let key_len = usize::from(be16(input, 2));
+    let extras_len = usize::from(input[4]);
+    let body_len = be32(input, 8) as usize;
+    let opaque = be32(input, 12);
+    let cas = be64(input, 16);
+    let invalid = |status| ParseError::Invalid {
+        opcode,
+        opaque,
+        status,
+    };
+    let frame = HEADER_LEN as u64 + u64::from(be32(input, 8));
+
+    // memcached answers a body that cannot hold its own key and extras with
+    // "unknown command" and closes.
+    if key_len + extras_len > body_len {
+        return Err(invalid(Status::UnknownCommand));
+    }
+    if key_len > MAX_KEY_LEN {
+        return Err(invalid(Status::InvalidArguments));
+    }
+    // memcached 1.6 does not serve VERBOSITY: it answers "unknown command".
+    let known = Opcode::from_u8(opcode).filter(|op| *op != Opcode::Verbosity);
+    let Some(op) = known else {
+        let request = Request {
+            opcode,
+            command: Opcode::Noop,
+            quiet: false,
+            opaque,
+            cas,
+            extras: Extras::None,
+            key: &[],
+            value: &[],
+        };
+        return Err(ParseError::Skip {
+            request,
+            status: Status::UnknownCommand,
+            skip: frame,
+        });
+    };
+    let value_len = body_len - key_len - extras_len;
+    let (command, quiet) = op.base();
+    if !lengths_fit(command, extras_len, key_len, value_len) {
+        return Err(invalid(Status::InvalidArguments));
+    }
+
+    let head = HEADER_LEN + extras_len + key_len;
+    if value_len > limits.max_value_len {
+        // Only storage commands carry a value this large: refuse it unbuffered,
+        // but wait for the key, which a SET's refusal also deletes.
+        if input.len() < head {
+            return Err(ParseError::Incomplete);
+        }
+        let request = Request {
+            opcode,
+            command,
+            quiet,
+            opaque,
+            cas,
+            extras: decode_extras(command, &input[HEADER_LEN..HEADER_LEN + extras_len]),
+            key: &input[HEADER_LEN + extras_len..head],
+            value: &[],
+        };
+        return Err(ParseError::Skip {
+            request,
+            status: Status::ValueTooLarge,
+            skip: frame,
+        });
+    }
+    let frame = frame as usize;
+    if input.len() < frame {
+        return Err(ParseError::Incomplete);
+    }
+    let request = Request {
+        opcode,
+        command,
+        quiet,
+        opaque,
+        cas,
+        extras: decode_extras(command, &input[HEADER_LEN..HEADER_LEN + extras_len]),
+        key: &input[HEADER_LEN + extras_len..head],
+        value: &input[head..frame],
+    };
+    Ok((request, frame))
+}
+
+/// Whether extras, key and value lengths are the ones `command` takes
+/// (memcached's `dispatch_bin_command` checks).
+fn lengths_fit(command: Opcode, extras: usize, key: usize, value: usize) -> bool {
+    use Opcode::*;
+    match command {
+        Get | GetK | Delete => extras == 0 && key > 0 && value == 0,
+        Set | Add | Replace => extras == 8 && key > 0,
+        Append | Prepend => extras == 0 && key > 0,
+        Increment | Decrement => extras == 20 && key > 0 && value == 0,
+        Touch | Gat | GatK => extras == 4 && key > 0 && value == 0,
+        Flush => key == 0 && value == 0 && (extras == 0 || extras == 4),
+        Noop | Version | Quit | SaslListMechs => extras == 0 && key == 0 && value == 0,
+        Stat => extras == 0 && value == 0,
+        SaslAuth | SaslStep => extras == 0 && key > 0,
+        // Quiet opcodes never reach here: `base()` mapped them.
+        _ => false,
+    }
+}
+
+fn decode_extras(command: Opcode, extras: &[u8]) -> Extras {
+    use Opcode::*;
+    match (command, extras.len()) {
+        (Set | Add | Replace, 8) => Extras::Store {
+            flags: be32(extras, 0),
+            exptime: be32(extras, 4),
+        },
+        (Increment | Decrement, 20) => Extras::Counter {
+            delta: be64(extras, 0),
+            initial: be64(extras, 8),
+            exptime: be32(extras, 16),
+        },
+        (Touch | Gat | GatK, 4) => Extras::Touch {
+            exptime: be32(extras, 0),
+        },
+        (Flush, 4) => Extras::Flush {
+            delay: be32(extras, 0),
+        },
+        _ => Extras::None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_value_len: 1024,
+    };
+
+    fn frame(opcode: u8, extras: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x80, opcode];
+        out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        out.push(extras.len() as u8);
+        out.extend_from_slice(&[0, 0, 0]);
+        let body = (extras.len() + key.len() + value.len()) as u32;
+        out.extend_from_slice(&body.to_be_bytes());
+        out.extend_from_slice(&0xdeadbeefu32.to_be_bytes());
+        out.extend_from_slice(&7u64.to_be_bytes());
+        out.extend_from_slice(extras);
+        out.extend_from_slice(key);
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn get_parses_key_and_frame_length() {
+        let bytes = frame(0x00, &[], b"foo", &[]);
+        let (req, len) = parse(&bytes, &LIMITS).unwrap();
+        assert_eq!(len, 27);
+        assert_eq!(req.command, Opcode::Get);
+        assert_eq!(req.key, b"foo");
+        assert_eq!(req.opaque, 0xdeadbeef);
+        assert_eq!(req.cas, 7);
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_is_incomplete() {
+        let bytes = frame(0x01, &[0, 0, 0, 1, 0, 0, 0, 2], b"k", b"value");
+        for cut in 0..bytes.len() {
+            assert_eq!(parse(&bytes[..cut], &LIMITS), Err(ParseError::Incomplete));
+        }
+        let (req, _) = parse(&bytes, &LIMITS).unwrap();
+        assert_eq!(
+            req.extras,
+            Extras::Store {
+                flags: 1,
+                exptime: 2
+            }
+        );
+        assert_eq!(req.value, b"value");
+    }
+
+    #[test]
+    fn extra_trailing_bytes_belong_to_the_next_frame() {
+        let mut bytes = frame(0x0a, &[], &[], &[]);
+        bytes.extend_from_slice(&[0x80, 0x0a]);
+        let (req, len) = parse(&bytes, &LIMITS).unwrap();
+        assert_eq!(req.command, Opcode::Noop);
+        assert_eq!(len, 24);
+    }
+
+    #[test]
+    fn quiet_opcodes_map_to_their_base() {
+        let bytes = frame(0x0d, &[], b"k", &[]);
+        let (req, _) = parse(&bytes, &LIMITS).unwrap();
+        assert_eq!(
+            (req.command, req.quiet, req.opcode),
+            (Opcode::GetK, true, 0x0d)
+        );
+    }
+
+    #[test]
+    fn bad_magic_is_refused_from_the_first_byte() {
+        let mut bytes = frame(0x0a, &[], &[], &[]);
+        bytes[0] = 0x81;
+        assert_eq!(parse(&bytes, &LIMITS), Err(ParseError::BadMagic));
+    }
+
+    #[test]
+    fn unknown_opcode_skips_its_whole_frame() {
+        let bytes = frame(0x40, &[], b"key", b"0123456789");
+        match parse(&bytes[..24], &LIMITS) {
+            Err(ParseError::Skip { status, skip, .. }) => {
+                assert_eq!(status, Status::UnknownCommand);
+                assert_eq!(skip, 37);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_extras_for_get_is_invalid() {
+        let bytes = frame(0x00, &[0, 0, 0, 0], b"k", &[]);
+        assert!(matches!(
+            parse(&bytes, &LIMITS),
+            Err(ParseError::Invalid {
+                status: Status::InvalidArguments,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn key_of_251_bytes_is_invalid_and_250_is_fine() {
+        let ok = frame(0x00, &[], &[b'a'; 250], &[]);
+        assert!(parse(&ok, &LIMITS).is_ok());
+        let long = frame(0x00, &[], &[b'a'; 251], &[]);
+        assert!(matches!(
+            parse(&long, &LIMITS),
+            Err(ParseError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn key_longer_than_body_is_refused_before_the_body_arrives() {
+        let mut bytes = frame(0x00, &[], b"abc", &[]);
+        bytes[2..4].copy_from_slice(&100u16.to_be_bytes());
+        assert!(matches!(
+            parse(&bytes[..24], &LIMITS),
+            Err(ParseError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_set_is_skipped_once_its_key_is_in() {
+        let mut bytes = frame(0x01, &[0; 8], b"big", &[]);
+        bytes[8..12].copy_from_slice(&(8u32 + 3 + 5000).to_be_bytes());
+        assert_eq!(parse(&bytes[..30], &LIMITS), Err(ParseError::Incomplete));
+        match parse(&bytes, &LIMITS) {
+            Err(ParseError::Skip {
+                request,
+                status,
+                skip,
+            }) => {
+                assert_eq!(request.key, b"big");
+                assert_eq!(status, Status::ValueTooLarge);
+                assert_eq!(skip, 24 + 8 + 3 + 5000);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn body_length_of_u32_max_does_not_overflow() {
+        let mut bytes = frame(0x0a, &[], &[], &[]);
+        bytes[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            parse(&bytes, &LIMITS),
+            Err(ParseError::Invalid { .. })
+        ));
+        bytes[1] = 0x55;
+        assert!(matches!(
+            parse(&bytes, &LIMITS),
+            Err(ParseError::Skip { skip, .. }) if skip == 24 + u64::from(u32::MAX)
+        ));
+    }
+}

@@ -1,0 +1,419 @@
+//! The event loop: one mio `Poll` owning the listener, every connection (in a
+//! slab) and the store. Each turn: handle readiness, then refresh the clock, do a
+//! bounded slice of expiry work and close idle connections.
+
+use std::io;
+use std::net::ToSocketAddrs;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::connection::{Connection, Liveness, Stream};
+use super::dispatch::Context;
+use super::sasl::Sasl;
+use super::stats::{Settings, Stats};
+use crate::config::Config;
+use crate::protocol::{Limits, HEADER_LEN, MAX_KEY_LEN};
+use crate::store::{Clock, Store, StoreConfig};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Poll timeout while idle: how soon a signal, an idle timeout or a delayed
+/// flush is noticed at the latest.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Items of expiry work per loop turn: well under a millisecond of work.
+const EXPIRY_ITEMS_PER_TURN: usize = 2000;
+/// After running out of file descriptors, wait this long before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At shutdown, give clients this long to take their queued answers.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+/// The most warnings per second a client can cause in the log.
+const WARNINGS_PER_SEC: u32 = 10;
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        // A peer closing mid-write must be an error from write(), not a kill.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Warnings a client can trigger, at most `WARNINGS_PER_SEC` a second.
+struct LogLimit {
+    second: Instant,
+    count: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    fn allow(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.second) >= Duration::from_secs(1) {
+            if self.suppressed > 0 {
+                warn!("{} similar messages suppressed", self.suppressed);
+            }
+            self.second = now;
+            self.count = 0;
+            self.suppressed = 0;
+        }
+        self.count += 1;
+        if self.count > WARNINGS_PER_SEC {
+            self.suppressed += 1;
+            return false;
+        }
+        true
+    }
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Listener,
+    /// Where we listen, for the log and for tests that bind port 0.
+    pub local_addr: String,
+    conns: Slab<Connection>,
+    store: Store,
+    stats: Stats,
+    settings: Settings,
+    sasl: Option<Sasl>,
+    limits: Limits,
+    max_frame: usize,
+    conn_limit: usize,
+    idle_timeout: Option<Duration>,
+    accept_paused_until: Option<Instant>,
+    log_limit: LogLimit,
+    now: Instant,
+}
+
+impl Server {
+    /// Binds the listener and reserves the store; nothing is served until `run`.
+    pub fn bind(config: &Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let (mut listener, local_addr) = match &config.unix_socket {
+            Some(path) => bind_unix(path, config.unix_mask)?,
+            None => {
+                let addr = (config.listen.as_str(), config.port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+                let listener = TcpListener::bind(addr)?;
+                let local = listener.local_addr()?.to_string();
+                (Listener::Tcp(listener), local)
+            }
+        };
+        match &mut listener {
+            Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
+            Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
+        }
+        let sasl = match (&config.sasl, &config.sasl_pwdb) {
+            (true, Some(path)) => {
+                let sasl = Sasl::from_file(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+                })?;
+                info!(
+                    "SASL on: {} users from {}",
+                    sasl.user_count(),
+                    path.display()
+                );
+                Some(sasl)
+            }
+            _ => None,
+        };
+        let store = Store::new(
+            StoreConfig {
+                memory_limit: config.memory_limit_bytes(),
+                item_size_max: config.item_size_max,
+            },
+            Clock::start(),
+        )?;
+        let now = Instant::now();
+        let port = match &listener {
+            Listener::Tcp(l) => l.local_addr().map(|a| a.port()).unwrap_or(0),
+            Listener::Unix(_) => 0,
+        };
+        Ok(Server {
+            poll,
+            listener,
+            local_addr,
+            conns: Slab::with_capacity(config.conn_limit.min(4096)),
+            store,
+            stats: Stats::default(),
+            settings: Settings {
+                started: now,
+                port,
+                unix_socket: config
+                    .unix_socket
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "NULL".to_string()),
+                unix_mask: config.unix_mask,
+                conn_limit: config.conn_limit,
+                item_size_max: config.item_size_max,
+                memory_limit: config.memory_limit_bytes(),
+                sasl: config.sasl,
+                idle_timeout_secs: config.idle_timeout_secs,
+                cpu: config.cpu,
+                verbosity: config.verbosity,
+            },
+            sasl,
+            limits: Limits {
+                max_value_len: config.item_size_max,
+            },
+            max_frame: HEADER_LEN + 20 + MAX_KEY_LEN + config.item_size_max,
+            conn_limit: config.conn_limit,
+            idle_timeout: (config.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(config.idle_timeout_secs)),
+            accept_paused_until: None,
+            log_limit: LogLimit {
+                second: now,
+                count: 0,
+                suppressed: 0,
+            },
+            now,
+        })
+    }
+
+    /// Serves until SIGINT or SIGTERM, then sends what is queued and returns.
+    pub fn run(&mut self) -> io::Result<()> {
+        install_signal_handlers();
+        let mut events = Events::with_capacity(1024);
+        let mut last_idle_check = Instant::now();
+        while !SHUTDOWN.load(Ordering::Relaxed) {
+            let timeout = if self.store.has_pending_work() {
+                Duration::ZERO
+            } else {
+                IDLE_POLL
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    Token(key) => self.drive(key),
+                }
+            }
+            if let Some(until) = self.accept_paused_until {
+                if self.now >= until {
+                    self.accept_paused_until = None;
+                    self.accept();
+                }
+            }
+            let slice_start = Instant::now();
+            if self.store.maintain(EXPIRY_ITEMS_PER_TURN) > 0 {
+                let us = slice_start.elapsed().as_micros() as u64;
+                self.stats.expiry_slice_max_us = self.stats.expiry_slice_max_us.max(us);
+            }
+            if self.now.duration_since(last_idle_check) >= Duration::from_secs(1) {
+                last_idle_check = self.now;
+                self.close_idle();
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn accept(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let accepted = match &self.listener {
+                Listener::Tcp(l) => l.accept().map(|(s, addr)| {
+                    // Answers go out as soon as a batch is done.
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), addr.to_string())
+                }),
+                Listener::Unix(l) => l
+                    .accept()
+                    .map(|(s, _)| (Stream::Unix(s), "unix".to_string())),
+            };
+            match accepted {
+                Ok((stream, peer)) => self.add_connection(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EMFILE)
+                        || e.raw_os_error() == Some(libc::ENFILE) =>
+                {
+                    if self.log_limit.allow(self.now) {
+                        warn!("out of file descriptors ({e}); pausing accepts");
+                    }
+                    self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    if self.log_limit.allow(self.now) {
+                        warn!("accept failed: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_connection(&mut self, mut stream: Stream, peer: String) {
+        if self.conns.len() >= self.conn_limit {
+            self.stats.rejected_connections += 1;
+            if self.log_limit.allow(self.now) {
+                warn!(
+                    "connection limit {} reached: refusing {peer}",
+                    self.conn_limit
+                );
+            }
+            return; // dropping the stream closes it
+        }
+        let entry = self.conns.vacant_entry();
+        let token = Token(entry.key());
+        // Edge-triggered, both directions, once: no epoll_ctl per backpressure
+        // episode; a writable edge only comes after a write hit a full socket.
+        if let Err(e) = self.poll.registry().register(
+            stream.source(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("register {peer}: {e}");
+            return;
+        }
+        debug!("accepted {peer}");
+        entry.insert(Connection::new(stream, peer, self.now));
+        self.stats.curr_connections += 1;
+        self.stats.total_connections += 1;
+    }
+
+    fn drive(&mut self, key: usize) {
+        let max_frame = self.max_frame;
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.last_active = now;
+        let mut ctx = Context {
+            store: &mut self.store,
+            stats: &mut self.stats,
+            settings: &self.settings,
+            sasl: self.sasl.as_ref(),
+            limits: self.limits,
+        };
+        if conn.drive(&mut ctx, max_frame) == Liveness::Closed {
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(conn.stream.source());
+            debug!("closed {}", conn.peer);
+            self.stats.curr_connections -= 1;
+        }
+    }
+
+    fn close_idle(&mut self) {
+        let Some(limit) = self.idle_timeout else {
+            return;
+        };
+        let now = self.now;
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last_active) >= limit)
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            if let Some(conn) = self.conns.get(key) {
+                debug!("closing idle connection {}", conn.peer);
+            }
+            self.close(key);
+        }
+    }
+
+    /// Stops accepting, gives clients a bounded time to take queued answers.
+    fn shutdown(&mut self) {
+        info!("shutting down: {} connections", self.conns.len());
+        match &mut self.listener {
+            Listener::Tcp(l) => {
+                let _ = self.poll.registry().deregister(l);
+            }
+            Listener::Unix(l) => {
+                let _ = self.poll.registry().deregister(l);
+            }
+        }
+        let deadline = Instant::now() + SHUTDOWN_DRAIN;
+        let mut events = Events::with_capacity(256);
+        loop {
+            let mut done = Vec::new();
+            let mut ctx = Context {
+                store: &mut self.store,
+                stats: &mut self.stats,
+                settings: &self.settings,
+                sasl: self.sasl.as_ref(),
+                limits: self.limits,
+            };
+            for (key, conn) in self.conns.iter_mut() {
+                if conn.flush(&mut ctx).is_err() || conn.pending_output() == 0 {
+                    done.push(key);
+                }
+            }
+            for key in done {
+                self.close(key);
+            }
+            if self.conns.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
+        }
+        if let Listener::Unix(_) = self.listener {
+            if self.settings.unix_socket != "NULL" {
+                let _ = std::fs::remove_file(&self.settings.unix_socket);
+            }
+        }
+    }
+}
+
+fn bind_unix(path: &std::path::Path, mask: u32) -> io::Result<(Listener, String)> {
+    if path.exists() {
+        // A live server answers a connect; a stale file from a crash does not.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running server", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask))?;
+    Ok((Listener::Unix(listener), path.display().to_string()))
+}
+
+/// Logs where we listen, with the memory and item limits.
+pub fn log_start(server: &Server, config: &Config) {
+    info!(
+        "pincache {} listening on {}, memory limit {} MB, item size limit {} bytes",
+        super::stats::VERSION,
+        server.local_addr,
+        config.memory_limit_mb,
+        config.item_size_max
+    );
+}

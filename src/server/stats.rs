@@ -1,0 +1,254 @@
+//! Counters the server keeps, and the `stat` groups written as memcached writes
+//! them: one packet per statistic, closed by a packet with empty key and value.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use crate::protocol::response::write_response;
+use crate::protocol::Status;
+use crate::store::Store;
+
+/// The version string VERSION and `stat version` report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Per-process counters, named as memcached names them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub curr_connections: u64,
+    pub total_connections: u64,
+    pub rejected_connections: u64,
+    pub cmd_get: u64,
+    pub cmd_set: u64,
+    pub cmd_flush: u64,
+    pub cmd_touch: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub delete_hits: u64,
+    pub delete_misses: u64,
+    pub incr_hits: u64,
+    pub incr_misses: u64,
+    pub decr_hits: u64,
+    pub decr_misses: u64,
+    pub cas_hits: u64,
+    pub cas_misses: u64,
+    pub cas_badval: u64,
+    pub touch_hits: u64,
+    pub touch_misses: u64,
+    pub store_too_large: u64,
+    pub store_no_memory: u64,
+    pub auth_cmds: u64,
+    pub auth_errors: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Connections stopped from parsing because their output was over the mark.
+    pub conn_yields: u64,
+    /// Malformed packets (bad magic, inconsistent lengths, unknown opcodes).
+    pub protocol_errors: u64,
+    /// Longest single slice of expiry work, in microseconds.
+    pub expiry_slice_max_us: u64,
+}
+
+/// What the `stat` writer needs to know besides the counters.
+pub struct Settings {
+    pub started: Instant,
+    pub port: u16,
+    pub unix_socket: String,
+    pub unix_mask: u32,
+    pub conn_limit: usize,
+    pub item_size_max: usize,
+    pub memory_limit: usize,
+    pub sasl: bool,
+    pub idle_timeout_secs: u64,
+    pub cpu: Option<usize>,
+    pub verbosity: u8,
+}
+
+/// Writes `stat` packets into `out` for `group` (empty = general stats).
+/// Returns `KeyNotFound` for a group we do not have (one error packet, as memcached).
+pub fn write_group(
+    group: &[u8],
+    stats: &mut Stats,
+    store: &mut Store,
+    settings: &Settings,
+    out: &mut Vec<u8>,
+    opaque: u32,
+) -> Status {
+    let mut w = StatWriter {
+        out,
+        opaque,
+        text: String::with_capacity(32),
+    };
+    match group {
+        b"" => general(&mut w, stats, store, settings),
+        b"settings" => settings_group(&mut w, settings),
+        b"items" => items_group(&mut w, store),
+        b"slabs" => slabs_group(&mut w, store),
+        b"reset" => {
+            let keep = Stats {
+                curr_connections: stats.curr_connections,
+                ..Stats::default()
+            };
+            *stats = keep;
+            store.reset_stats();
+        }
+        _ => return Status::KeyNotFound,
+    }
+    w.end();
+    Status::NoError
+}
+
+struct StatWriter<'a> {
+    out: &'a mut Vec<u8>,
+    opaque: u32,
+    text: String,
+}
+
+impl StatWriter<'_> {
+    fn stat(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.text.clear();
+        // Writing into a String cannot fail.
+        let _ = write!(self.text, "{value}");
+        write_response(
+            self.out,
+            0x10,
+            self.opaque,
+            Status::NoError,
+            0,
+            &[],
+            name.as_bytes(),
+            self.text.as_bytes(),
+        );
+    }
+
+    fn end(&mut self) {
+        write_response(
+            self.out,
+            0x10,
+            self.opaque,
+            Status::NoError,
+            0,
+            &[],
+            &[],
+            &[],
+        );
+    }
+}
+
+fn rusage() -> (f64, f64) {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    (secs(usage.ru_utime), secs(usage.ru_stime))
+}
+
+fn general(w: &mut StatWriter<'_>, s: &Stats, store: &Store, settings: &Settings) {
+    let st = store.stats();
+    let (user, system) = rusage();
+    w.stat("pid", std::process::id());
+    w.stat("uptime", settings.started.elapsed().as_secs());
+    w.stat("time", store.clock.unix_now());
+    w.stat("version", VERSION);
+    w.stat("pointer_size", usize::BITS);
+    w.stat("rusage_user", format_args!("{user:.6}"));
+    w.stat("rusage_system", format_args!("{system:.6}"));
+    w.stat("max_connections", settings.conn_limit);
+    w.stat("curr_connections", s.curr_connections);
+    w.stat("total_connections", s.total_connections);
+    w.stat("rejected_connections", s.rejected_connections);
+    w.stat("connection_structures", s.curr_connections);
+    w.stat("cmd_get", s.cmd_get);
+    w.stat("cmd_set", s.cmd_set);
+    w.stat("cmd_flush", s.cmd_flush);
+    w.stat("cmd_touch", s.cmd_touch);
+    w.stat("get_hits", s.get_hits);
+    w.stat("get_misses", s.get_misses);
+    w.stat("get_expired", st.get_expired);
+    w.stat("get_flushed", st.get_flushed);
+    w.stat("delete_misses", s.delete_misses);
+    w.stat("delete_hits", s.delete_hits);
+    w.stat("incr_misses", s.incr_misses);
+    w.stat("incr_hits", s.incr_hits);
+    w.stat("decr_misses", s.decr_misses);
+    w.stat("decr_hits", s.decr_hits);
+    w.stat("cas_misses", s.cas_misses);
+    w.stat("cas_hits", s.cas_hits);
+    w.stat("cas_badval", s.cas_badval);
+    w.stat("touch_hits", s.touch_hits);
+    w.stat("touch_misses", s.touch_misses);
+    w.stat("store_too_large", s.store_too_large);
+    w.stat("store_no_memory", s.store_no_memory);
+    w.stat("auth_cmds", s.auth_cmds);
+    w.stat("auth_errors", s.auth_errors);
+    w.stat("bytes_read", s.bytes_read);
+    w.stat("bytes_written", s.bytes_written);
+    w.stat("limit_maxbytes", st.limit_maxbytes);
+    w.stat("accepting_conns", 1);
+    w.stat("threads", 1);
+    w.stat("conn_yields", s.conn_yields);
+    w.stat("hash_bytes", st.index_bytes);
+    w.stat("bytes", st.bytes);
+    w.stat("curr_items", st.curr_items);
+    w.stat("total_items", st.total_items);
+    w.stat("expired_unfetched", st.expired_unfetched);
+    w.stat("evicted_unfetched", st.evicted_unfetched);
+    w.stat("evictions", st.evictions);
+    w.stat("reclaimed", st.reclaimed);
+    w.stat("protocol_errors", s.protocol_errors);
+    w.stat("expiry_slice_max_us", s.expiry_slice_max_us);
+}
+
+fn settings_group(w: &mut StatWriter<'_>, settings: &Settings) {
+    w.stat("maxbytes", settings.memory_limit);
+    w.stat("maxconns", settings.conn_limit);
+    w.stat("tcpport", settings.port);
+    w.stat("udpport", 0);
+    w.stat("verbosity", settings.verbosity);
+    w.stat("evictions", "on");
+    w.stat("domain_socket", &settings.unix_socket);
+    w.stat("umask", format_args!("{:o}", settings.unix_mask));
+    w.stat("num_threads", 1);
+    w.stat("cas_enabled", "yes");
+    w.stat("binding_protocol", "binary");
+    w.stat(
+        "auth_enabled_sasl",
+        if settings.sasl { "yes" } else { "no" },
+    );
+    w.stat("item_size_max", settings.item_size_max);
+    w.stat("idle_timeout", settings.idle_timeout_secs);
+    match settings.cpu {
+        Some(cpu) => w.stat("cpu", cpu),
+        None => w.stat("cpu", "none"),
+    }
+}
+
+/// memcached reports per slab class; we have one store, reported as class 1.
+fn items_group(w: &mut StatWriter<'_>, store: &Store) {
+    let st = store.stats();
+    w.stat("items:1:number", st.curr_items);
+    w.stat("items:1:mem_requested", st.bytes);
+    w.stat("items:1:evicted", st.evictions);
+    w.stat("items:1:evicted_unfetched", st.evicted_unfetched);
+    w.stat("items:1:expired_unfetched", st.expired_unfetched);
+    w.stat("items:1:reclaimed", st.reclaimed);
+}
+
+/// Our equivalent of memcached's slab classes: the segments.
+fn slabs_group(w: &mut StatWriter<'_>, store: &Store) {
+    let st = store.stats();
+    w.stat("segment_size", st.segment_bytes);
+    w.stat("segments_total", st.segments_total);
+    w.stat("segments_used", st.segments_used);
+    w.stat("segments_free", st.segments_free);
+    w.stat("segments_compacted", st.segments_compacted);
+    w.stat("segments_expired", st.segments_expired);
+    w.stat("items_kept_by_compaction", st.items_kept);
+    w.stat("live_bytes", st.bytes);
+    w.stat("dead_bytes", st.dead_bytes);
+    w.stat("index_bytes", st.index_bytes);
+    w.stat("active_slabs", 1);
+    w.stat("total_malloced", st.segments_used * st.segment_bytes);
+}

@@ -1,0 +1,206 @@
+//! How one item is laid out in a segment. Items are written back to back; the
+//! header is 11 bytes for an item with no flags, no expiry and a value under 128
+//! bytes, and grows only by what the item uses:
+//!
+//! ```text
+//! +------+------+-------------+---------+-------------+--------------+-----+-------+
+//! | bits | key  | value len   | CAS     | flags       | expiry       | key | value |
+//! |  1   | len 1| varint 1..5 | 8       | 4 if non-0  | 4 if non-0   |     |       |
+//! +------+------+-------------+---------+-------------+--------------+-----+-------+
+//! ```
+//! Integers inside the header are little-endian; `expiry` is relative seconds on
+//! the store's clock.
+
+/// The item has a 4-byte flags field.
+pub const HAS_FLAGS: u8 = 0x01;
+/// The item has a 4-byte expiry field.
+pub const HAS_EXPIRY: u8 = 0x02;
+/// Read since it was written or last kept by eviction (second chance).
+pub const ACCESSED: u8 = 0x04;
+/// Read at least once (for `evicted_unfetched` / `expired_unfetched`).
+pub const FETCHED: u8 = 0x08;
+/// Overwritten or deleted: space to reclaim, no longer in the index.
+pub const DEAD: u8 = 0x10;
+
+/// The decoded header of an item at some address.
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub bits: u8,
+    pub key_len: usize,
+    pub value_len: usize,
+    pub cas: u64,
+    pub flags: u32,
+    pub expiry: u32,
+    /// Offset of the CAS field from the item's start.
+    pub cas_at: usize,
+    /// Offset of the expiry field, if the item has one.
+    pub expiry_at: Option<usize>,
+    /// Offset of the key; the value follows it.
+    pub key_at: usize,
+}
+
+impl Header {
+    /// Bytes the whole item takes, header included.
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        self.key_at + self.key_len + self.value_len
+    }
+
+    #[inline]
+    pub fn value_at(&self) -> usize {
+        self.key_at + self.key_len
+    }
+}
+
+fn varint_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// Bytes an item with these fields takes.
+pub fn item_len(key_len: usize, value_len: usize, flags: u32, expiry: u32) -> usize {
+    2 + varint_len(value_len)
+        + 8
+        + if flags != 0 { 4 } else { 0 }
+        + if expiry != 0 { 4 } else { 0 }
+        + key_len
+        + value_len
+}
+
+/// Decodes the header at the start of `bytes`.
+#[inline]
+pub fn decode(bytes: &[u8]) -> Header {
+    let bits = bytes[0];
+    let key_len = usize::from(bytes[1]);
+    let mut at = 2;
+    let mut value_len = 0usize;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[at];
+        at += 1;
+        value_len |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let cas_at = at;
+    let cas = u64::from_le_bytes(field(bytes, at));
+    at += 8;
+    let mut flags = 0;
+    if bits & HAS_FLAGS != 0 {
+        flags = u32::from_le_bytes(field(bytes, at));
+        at += 4;
+    }
+    let mut expiry = 0;
+    let mut expiry_at = None;
+    if bits & HAS_EXPIRY != 0 {
+        expiry = u32::from_le_bytes(field(bytes, at));
+        expiry_at = Some(at);
+        at += 4;
+    }
+    Header {
+        bits,
+        key_len,
+        value_len,
+        cas,
+        flags,
+        expiry,
+        cas_at,
+        expiry_at,
+        key_at: at,
+    }
+}
+
+#[inline]
+fn field<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&bytes[at..at + N]);
+    out
+}
+
+/// Writes an item's header and key at the start of `out`; returns the offset at
+/// which its value goes. `out` must hold `item_len(..)` bytes.
+pub fn encode(
+    out: &mut [u8],
+    key: &[u8],
+    value_len: usize,
+    flags: u32,
+    expiry: u32,
+    cas: u64,
+) -> usize {
+    let mut bits = 0;
+    if flags != 0 {
+        bits |= HAS_FLAGS;
+    }
+    if expiry != 0 {
+        bits |= HAS_EXPIRY;
+    }
+    out[0] = bits;
+    // Keys are at most 250 bytes (checked by the protocol and the store).
+    out[1] = key.len() as u8;
+    let mut at = 2;
+    let mut n = value_len;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out[at] = byte;
+            at += 1;
+            break;
+        }
+        out[at] = byte | 0x80;
+        at += 1;
+    }
+    out[at..at + 8].copy_from_slice(&cas.to_le_bytes());
+    at += 8;
+    if flags != 0 {
+        out[at..at + 4].copy_from_slice(&flags.to_le_bytes());
+        at += 4;
+    }
+    if expiry != 0 {
+        out[at..at + 4].copy_from_slice(&expiry.to_le_bytes());
+        at += 4;
+    }
+    out[at..at + key.len()].copy_from_slice(key);
+    at + key.len()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_item_header_is_eleven_bytes() {
+        assert_eq!(item_len(14, 100, 0, 0) - 14 - 100, 11);
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        for &(value_len, flags, expiry) in &[
+            (0usize, 0u32, 0u32),
+            (127, 1, 0),
+            (128, 0, 5),
+            (1 << 20, u32::MAX, u32::MAX),
+            (128 << 20, 7, 9),
+        ] {
+            let key = b"some-key";
+            let len = item_len(key.len(), value_len, flags, expiry);
+            let mut buf = vec![0u8; len];
+            let value_at = encode(&mut buf, key, value_len, flags, expiry, 0x1122334455667788);
+            let header = decode(&buf);
+            assert_eq!(header.total_len(), len);
+            assert_eq!(header.value_at(), value_at);
+            assert_eq!(header.value_len, value_len);
+            assert_eq!(header.flags, flags);
+            assert_eq!(header.expiry, expiry);
+            assert_eq!(header.cas, 0x1122334455667788);
+            assert_eq!(&buf[header.key_at..header.key_at + key.len()], key);
+        }
+    }
+}
