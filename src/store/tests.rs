@@ -1,1 +1,399 @@
+//! Store tests with no sockets: the API's memcached semantics, eviction, expiry
+//! and a randomised comparison against a plain map.
 
+use std::collections::HashMap;
+
+use super::*;
+
+fn store(mb: usize) -> Store {
+    Store::new(
+        StoreConfig {
+            memory_limit: mb << 20,
+            item_size_max: 1 << 20,
+        },
+        Clock::start(),
+    )
+    .unwrap()
+}
+
+fn value(store: &mut Store, key: &[u8]) -> Option<Vec<u8>> {
+    store.get(key).map(|item| item.value.to_vec())
+}
+
+#[test]
+fn set_then_get_returns_value_flags_and_cas() {
+    let mut s = store(8);
+    let cas = s
+        .store(Mode::Set, b"k", b"hello", 0xffff_ffff, 0, 0)
+        .unwrap();
+    let item = s.get(b"k").unwrap();
+    assert_eq!(
+        (item.value, item.flags, item.cas),
+        (&b"hello"[..], 0xffff_ffff, cas)
+    );
+    assert_eq!(s.stats().curr_items, 1);
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn add_replace_and_cas_rules() {
+    let mut s = store(8);
+    assert_eq!(
+        s.store(Mode::Replace, b"k", b"v", 0, 0, 0),
+        Err(StoreError::NotFound)
+    );
+    let cas = s.store(Mode::Add, b"k", b"v", 0, 0, 0).unwrap();
+    assert_eq!(
+        s.store(Mode::Add, b"k", b"v", 0, 0, 0),
+        Err(StoreError::Exists)
+    );
+    assert_eq!(
+        s.store(Mode::Set, b"k", b"w", 0, 0, cas + 100),
+        Err(StoreError::Exists)
+    );
+    assert_eq!(
+        s.store(Mode::Set, b"nope", b"w", 0, 0, 5),
+        Err(StoreError::NotFound)
+    );
+    // A CAS makes even ADD a compare-and-swap, as in memcached.
+    let cas2 = s.store(Mode::Add, b"k", b"w", 0, 0, cas).unwrap();
+    assert!(cas2 > cas);
+    assert_eq!(value(&mut s, b"k").unwrap(), b"w");
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn append_prepend_keep_flags() {
+    let mut s = store(8);
+    assert_eq!(s.concat(b"k", b"x", false, 0), Err(StoreError::NotStored));
+    s.store(Mode::Set, b"k", b"3", 7, 0, 0).unwrap();
+    s.concat(b"k", b"X", false, 0).unwrap();
+    s.concat(b"k", b"Y", true, 0).unwrap();
+    let item = s.get(b"k").unwrap();
+    assert_eq!((item.value, item.flags), (&b"Y3X"[..], 7));
+    assert_eq!(s.concat(b"k", b"Z", false, 1), Err(StoreError::Exists));
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn incr_decr_pads_in_place_like_memcached() {
+    let mut s = store(8);
+    s.store(Mode::Set, b"n", b"105", 0, 0, 0).unwrap();
+    assert_eq!(s.delta(b"n", false, 1000, 0, 0, 0).unwrap().0, 0);
+    assert_eq!(value(&mut s, b"n").unwrap(), b"0  ");
+    assert_eq!(s.delta(b"n", true, 1000, 0, 0, 0).unwrap().0, 1000);
+    assert_eq!(value(&mut s, b"n").unwrap(), b"1000");
+    s.store(Mode::Set, b"m", b"18446744073709551615", 0, 0, 0)
+        .unwrap();
+    assert_eq!(s.delta(b"m", true, 2, 0, 0, 0).unwrap().0, 1);
+    s.store(Mode::Set, b"t", b"abc", 0, 0, 0).unwrap();
+    assert_eq!(s.delta(b"t", true, 1, 0, 0, 0), Err(StoreError::NonNumeric));
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn incr_missing_creates_initial_unless_told_not_to() {
+    let mut s = store(8);
+    assert_eq!(
+        s.delta(b"c", true, 5, 10, u32::MAX, 0),
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(s.delta(b"c", true, 5, 10, 0, 0).unwrap().0, 10);
+    assert_eq!(value(&mut s, b"c").unwrap(), b"10");
+}
+
+#[test]
+fn delete_honours_cas() {
+    let mut s = store(8);
+    let cas = s.store(Mode::Set, b"k", b"v", 0, 0, 0).unwrap();
+    assert_eq!(s.delete(b"k", cas + 1), Err(StoreError::Exists));
+    s.delete(b"k", cas).unwrap();
+    assert_eq!(s.delete(b"k", 0), Err(StoreError::NotFound));
+    assert!(s.get(b"k").is_none());
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn too_large_set_removes_the_old_item() {
+    let mut s = store(8);
+    s.store(Mode::Set, b"k", b"v", 0, 0, 0).unwrap();
+    let big = vec![0u8; 1 << 20];
+    assert_eq!(
+        s.store(Mode::Add, b"k", &big, 0, 0, 0),
+        Err(StoreError::TooLarge)
+    );
+    assert!(s.get(b"k").is_some());
+    assert_eq!(
+        s.store(Mode::Set, b"k", &big, 0, 0, 0),
+        Err(StoreError::TooLarge)
+    );
+    assert!(s.get(b"k").is_none());
+    // The largest value memcached accepts for a 1-byte key fits.
+    let max = vec![1u8; (1 << 20) - MEMCACHED_ITEM_OVERHEAD - 1];
+    s.store(Mode::Set, b"k", &max, 0, 0, 0).unwrap();
+    assert_eq!(value(&mut s, b"k").unwrap().len(), max.len());
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn expired_items_are_never_returned() {
+    let mut s = store(8);
+    s.store(Mode::Set, b"k", b"v", 0, 1, 0).unwrap();
+    s.store(Mode::Set, b"old", b"v", 0, 2_592_001, 0).unwrap();
+    assert!(s.get(b"old").is_none());
+    assert!(s.get(b"k").is_some());
+    s.clock.advance(1);
+    assert!(s.get(b"k").is_none());
+    assert!(s.touch(b"k", 100).is_none());
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn touch_extends_life_and_keeps_cas() {
+    let mut s = store(8);
+    let cas = s.store(Mode::Set, b"a", b"v", 0, 0, 0).unwrap();
+    let cas_b = s.store(Mode::Set, b"b", b"v", 0, 5, 0).unwrap();
+    assert_eq!(s.touch(b"a", 2).unwrap().cas, cas);
+    assert_eq!(s.touch(b"b", 100).unwrap().cas, cas_b);
+    s.clock.advance(10);
+    assert!(s.get(b"a").is_none());
+    assert_eq!(value(&mut s, b"b").unwrap(), b"v");
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn expired_segments_are_swept_without_reads() {
+    let mut s = store(16);
+    for i in 0..20_000u32 {
+        s.store(
+            Mode::Set,
+            format!("ttl:{i}").as_bytes(),
+            &[7u8; 100],
+            0,
+            2,
+            0,
+        )
+        .unwrap();
+    }
+    s.store(Mode::Set, b"forever", b"v", 0, 0, 0).unwrap();
+    let used = s.stats().segments_used;
+    assert!(used >= 3);
+    s.clock.advance(2);
+    let mut turns = 0;
+    while s.run_due_work(1000) > 0 || s.has_pending_work() {
+        turns += 1;
+        // Each turn is bounded by the item budget.
+        assert!(turns < 100);
+    }
+    let stats = s.stats();
+    assert_eq!(stats.curr_items, 1);
+    assert_eq!(stats.reclaimed, 20_000);
+    assert!(stats.segments_used < used);
+    assert_eq!(value(&mut s, b"forever").unwrap(), b"v");
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn delayed_flush_happens_at_its_time() {
+    let mut s = store(8);
+    s.store(Mode::Set, b"k", b"v", 0, 0, 0).unwrap();
+    s.flush(2);
+    s.run_due_work(10);
+    assert!(s.get(b"k").is_some());
+    s.clock.advance(2);
+    s.run_due_work(10);
+    assert!(s.get(b"k").is_none());
+    assert_eq!(s.stats().curr_items, 0);
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn memory_stays_within_the_limit_under_eviction() {
+    let mut s = store(8);
+    let limit = 8usize << 20;
+    for i in 0..200_000u32 {
+        let size = (i as usize * 7919) % 3000;
+        s.store(
+            Mode::Set,
+            format!("key:{i}").as_bytes(),
+            &vec![1u8; size],
+            0,
+            0,
+            0,
+        )
+        .unwrap();
+        if i % 20_000 == 0 {
+            s.check_consistency().unwrap();
+        }
+    }
+    let stats = s.stats();
+    assert!(stats.evictions > 0);
+    assert!(stats.segments_used * stats.segment_bytes + stats.index_bytes <= limit as u64);
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn overwrites_reclaim_dead_space_without_evicting() {
+    let mut s = store(8);
+    for round in 0..200u32 {
+        for i in 0..1000u32 {
+            let v = format!("{round}:{i}:{}", "x".repeat(100));
+            s.store(
+                Mode::Set,
+                format!("key:{i}").as_bytes(),
+                v.as_bytes(),
+                0,
+                0,
+                0,
+            )
+            .unwrap();
+        }
+    }
+    let stats = s.stats();
+    assert_eq!(stats.evictions, 0);
+    assert_eq!(stats.curr_items, 1000);
+    for i in 0..1000u32 {
+        let v = value(&mut s, format!("key:{i}").as_bytes()).unwrap();
+        assert!(v.starts_with(format!("199:{i}:").as_bytes()));
+    }
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn items_of_every_size_up_to_the_limit() {
+    let mut s = store(8);
+    for size in [0usize, 1, 127, 128, 16_383, 16_384, 500_000, (1 << 20) - 70] {
+        let v = vec![(size % 251) as u8; size];
+        s.store(Mode::Set, b"k", &v, 0, 0, 0).unwrap();
+        assert_eq!(value(&mut s, b"k").unwrap(), v);
+    }
+    s.check_consistency().unwrap();
+}
+
+/// A tiny deterministic generator for the randomised tests.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Runs random operations against the store and a map with no limit. With
+/// `exact`, nothing may be evicted and every read must agree; otherwise a read
+/// may miss (evicted) but must never return a value the model does not hold.
+fn random_ops(seed: u64, mb: usize, ops: usize, exact: bool) {
+    let mut s = store(mb);
+    let mut model: HashMap<Vec<u8>, (Vec<u8>, u32, u32)> = HashMap::new(); // value, flags, expiry
+    let mut rng = Rng(seed);
+    for step in 0..ops {
+        let key = format!("k{}", rng.below(200)).into_bytes();
+        let now = s.clock.now();
+        model.retain(|_, (_, _, exp)| *exp == 0 || *exp > now);
+        let size = if rng.below(50) == 0 {
+            20_000
+        } else {
+            rng.below(300)
+        } as usize;
+        let val: Vec<u8> = (0..size).map(|i| (i as u64 + step as u64) as u8).collect();
+        match rng.below(10) {
+            0..=2 => {
+                let ttl = if rng.below(4) == 0 {
+                    1 + rng.below(3) as u32
+                } else {
+                    0
+                };
+                let flags = rng.next() as u32;
+                s.store(Mode::Set, &key, &val, flags, ttl, 0).unwrap();
+                model.insert(key, (val, flags, s.clock.expiry(ttl)));
+            }
+            3 => {
+                let deleted = s.delete(&key, 0).is_ok();
+                let held = model.remove(&key).is_some();
+                // Deleting what the model lacks means a stale value; the reverse
+                // is an eviction, allowed only when memory is short.
+                assert!(
+                    !deleted || held,
+                    "seed {seed} step {step}: deleted a stale key"
+                );
+                assert!(
+                    deleted || !held || !exact,
+                    "seed {seed} step {step}: lost a key"
+                );
+            }
+            4 => {
+                let prepend = rng.below(2) == 0;
+                let extra = &val[..val.len().min(50)];
+                match s.concat(&key, extra, prepend, 0) {
+                    Ok(_) => {
+                        let entry = model
+                            .get_mut(&key)
+                            .expect("concat hit a key the model lacks");
+                        entry.0 = if prepend {
+                            [extra, &entry.0[..]].concat()
+                        } else {
+                            [&entry.0[..], extra].concat()
+                        };
+                    }
+                    Err(e) => {
+                        assert_eq!(e, StoreError::NotStored);
+                        if exact {
+                            assert!(!model.contains_key(&key));
+                        } else {
+                            model.remove(&key);
+                        }
+                    }
+                }
+            }
+            5 => {
+                if rng.below(3) == 0 {
+                    s.clock.advance(1);
+                }
+                s.run_due_work(50);
+            }
+            _ => {
+                let got = s.get(&key).map(|i| (i.value.to_vec(), i.flags));
+                let want = model.get(&key).map(|(v, f, _)| (v.clone(), *f));
+                match (&got, &want) {
+                    (Some(g), Some(w)) => assert_eq!(g, w, "seed {seed} step {step}"),
+                    (Some(_), None) => panic!(
+                        "seed {seed} step {step}: store returned a value the model does not hold"
+                    ),
+                    (None, Some(_)) if exact => panic!("seed {seed} step {step}: lost a key"),
+                    (None, Some(_)) => {
+                        model.remove(&key);
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        if step % 2000 == 0 {
+            s.check_consistency()
+                .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
+        }
+    }
+    s.check_consistency().unwrap();
+    if exact {
+        assert_eq!(s.stats().evictions, 0);
+    }
+}
+
+#[test]
+fn random_operations_agree_with_a_map_when_nothing_is_evicted() {
+    for seed in 1..=4 {
+        random_ops(seed, 64, 20_000, true);
+    }
+}
+
+#[test]
+fn random_operations_never_return_stale_values_under_eviction() {
+    for seed in 10..=13 {
+        random_ops(seed, 2, 30_000, false);
+    }
+}
