@@ -506,6 +506,9 @@ struct Cfg {
     items: u64,
     fill_bytes: u64,
     seed: u64,
+    /// Count-based run: each connection issues its share of warmup_ops + ops, then stops.
+    ops: u64,
+    warmup_ops: u64,
     client_cpu: Option<usize>,
 }
 
@@ -531,6 +534,8 @@ impl Default for Cfg {
             items: 1_000_000,
             fill_bytes: 0,
             seed: 1,
+            ops: 0,
+            warmup_ops: 0,
             client_cpu: None,
         }
     }
@@ -601,6 +606,8 @@ fn apply_flag(c: &mut Cfg, k: &str, v: &str) -> Res<bool> {
         "items" => c.items = num(&f, v)?,
         "fill-bytes" => c.fill_bytes = num(&f, v)?,
         "seed" => c.seed = num(&f, v)?,
+        "ops" => c.ops = num(&f, v)?,
+        "warmup-ops" => c.warmup_ops = num(&f, v)?,
         "client-cpu" => c.client_cpu = Some(num(&f, v)?),
         _ => return Ok(false),
     }
@@ -652,6 +659,8 @@ struct Pending {
     kind: Kind,
     id: u32,
     t0: Instant,
+    /// Issued during a count-based warm-up (`--warmup-ops`): checked, not counted.
+    warm: bool,
 }
 
 struct Conn {
@@ -823,6 +832,12 @@ impl<'a> Worker<'a> {
         let cfg = &p.cfg;
         let prefix = cfg.key_prefix.as_bytes();
         let server = self.conns[ci].server;
+        let share = |n: u64| n.div_ceil(cfg.conns as u64);
+        let sent = self.conns[ci].sent;
+        if cfg.ops > 0 && sent >= share(cfg.ops) + share(cfg.warmup_ops) {
+            return false;
+        }
+        let warm = cfg.ops > 0 && sent < share(cfg.warmup_ops);
         let (kind, id) = match cfg.mode {
             Mode::Fill => {
                 let c = &mut self.conns[ci];
@@ -888,6 +903,7 @@ impl<'a> Worker<'a> {
             kind,
             id,
             t0,
+            warm,
         });
         c.sent += 1;
         true
@@ -1036,6 +1052,8 @@ impl<'a> Worker<'a> {
             ));
         };
         let (opaque, kind, id, t0) = (front.opaque, front.kind, front.id, front.t0);
+        let finite = self.plan.cfg.mode == Mode::Fill || self.plan.cfg.ops > 0;
+        let counted = !front.warm && (finite || (now <= self.end && t0 >= self.mstart));
         if h.key_len + h.extras > h.body {
             self.conns[ci].dead = true;
             return self.st.error(format!(
@@ -1043,7 +1061,6 @@ impl<'a> Worker<'a> {
                 h.key_len, h.extras, h.body
             ));
         }
-        let counted = now <= self.end && t0 >= self.mstart;
         let mut done = true;
         let res: Result<(), String> = match kind {
             Kind::Batch(n) if h.op == OP_GETKQ => {
@@ -1202,7 +1219,8 @@ impl<'a> Worker<'a> {
         loop {
             let now = Instant::now();
             let finished = self.conns.iter().all(|c| c.dead || c.pending.is_empty());
-            if now >= self.end || (self.plan.cfg.mode == Mode::Fill && finished) {
+            let finite = self.plan.cfg.mode == Mode::Fill || self.plan.cfg.ops > 0;
+            if now >= self.end || (finite && finished) {
                 break;
             }
             let mut timeout = (self.end - now).min(Duration::from_millis(100));
@@ -1296,11 +1314,11 @@ fn run_phase(plan: &Plan, on_measure: &mut dyn FnMut(bool)) -> Res<Stats> {
             want_write: false,
         });
     }
-    let fill = cfg.mode == Mode::Fill;
+    // Fills and count-based runs end when done; their duration is only a safety bound.
+    let fill = cfg.mode == Mode::Fill || cfg.ops > 0;
     let warm = if fill { 0.0 } else { cfg.warmup };
     let start = Instant::now();
     let mstart = start + Duration::from_secs_f64(warm);
-    // A fill ends when done; its duration is only a safety bound.
     let end = mstart
         + Duration::from_secs_f64(if fill {
             cfg.duration.max(600.0)
@@ -1770,8 +1788,13 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
         ..Cfg::default()
     };
     let (mut pc, mut mc) = (None, None);
-    let (mut rounds, mut server_cpu, mut mem_mb, mut bound_mb, mut hits_mb) =
-        (3usize, 0usize, 1024u64, 64u64, 64u64);
+    let (mut rounds, mut server_cpu) = (3usize, 0usize);
+    let mut mo = MemOpts {
+        mem_mb: 1024,
+        bound_mb: 64,
+        hits_mb: 64,
+        item_size: 100,
+    };
     let mut workloads = "p1,p16,quiet,latency".to_string();
     for (k, v) in flags {
         let f = format!("--{k}");
@@ -1781,9 +1804,10 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
             "rounds" => rounds = num(&f, v)?,
             "workloads" => workloads = v.clone(),
             "server-cpu" => server_cpu = num(&f, v)?,
-            "memory-mb" => mem_mb = num(&f, v)?,
-            "bound-mb" => bound_mb = num(&f, v)?,
-            "hits-mb" => hits_mb = num(&f, v)?,
+            "memory-mb" => mo.mem_mb = num(&f, v)?,
+            "bound-mb" => mo.bound_mb = num(&f, v)?,
+            "hits-mb" => mo.hits_mb = num(&f, v)?,
+            "item-size" => mo.item_size = num(&f, v)?,
             _ if apply_flag(&mut base, k, v)? => {}
             _ => return Err(format!("compare: unknown flag --{k}")),
         }
@@ -1859,17 +1883,7 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
                 }
             }
             "memory" | "bound" | "hits" => {
-                let r = compare_memory(
-                    w,
-                    &kinds,
-                    &base,
-                    rounds,
-                    server_cpu,
-                    mem_mb,
-                    bound_mb,
-                    hits_mb,
-                    &mut errors,
-                )?;
+                let r = compare_memory(w, &kinds, &base, rounds, server_cpu, &mo, &mut errors)?;
                 rows.extend(r);
                 continue;
             }
@@ -1974,16 +1988,21 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
 }
 
 /// `memory`, `bound`, `hits`: a fresh server per round, since they measure the store itself.
-#[allow(clippy::too_many_arguments)]
+/// Sizes for `memory`, `bound` and `hits` (`--memory-mb --bound-mb --hits-mb --item-size`).
+struct MemOpts {
+    mem_mb: u64,
+    bound_mb: u64,
+    hits_mb: u64,
+    item_size: usize,
+}
+
 fn compare_memory(
     w: &str,
     kinds: &[(&'static str, String)],
     base: &Cfg,
     rounds: usize,
     cpu: usize,
-    mem_mb: u64,
-    bound_mb: u64,
-    hits_mb: u64,
+    mo: &MemOpts,
     errors: &mut u64,
 ) -> Res<Vec<String>> {
     println!("\n== {w} ==");
@@ -1991,9 +2010,9 @@ fn compare_memory(
     for round in 0..rounds {
         for (i, (name, path)) in kinds.iter().enumerate() {
             let mb = match w {
-                "memory" => mem_mb,
-                "bound" => bound_mb,
-                _ => hits_mb,
+                "memory" => mo.mem_mb,
+                "bound" => mo.bound_mb,
+                _ => mo.hits_mb,
             };
             let srv = start_server(name, path, cpu, mb)?;
             let server = vec![format!("127.0.0.1:{}", srv.port)];
@@ -2004,18 +2023,10 @@ fn compare_memory(
                     let c = Cfg {
                         servers: server,
                         value: ValueSpec {
-                            min: base.value.min.max(1),
-                            max: base.value.min.max(1),
+                            min: mo.item_size,
+                            max: mo.item_size,
                         },
                         ..fill_cfg(base, base.items)
-                    };
-                    let c = if base.value.min == 32 {
-                        Cfg {
-                            value: ValueSpec { min: 100, max: 100 },
-                            ..c
-                        }
-                    } else {
-                        c
                     };
                     let st = run_phase(&Plan::new(c)?, &mut |_| {})?;
                     let rss1 = proc_status_bytes(pid, "VmRSS");
@@ -2039,13 +2050,13 @@ fn compare_memory(
                             min: 10,
                             max: 100_000,
                         },
-                        fill_bytes: (4 * bound_mb) << 20,
+                        fill_bytes: (4 * mo.bound_mb) << 20,
                         ..fill_cfg(base, 0)
                     };
                     let st = run_phase(&Plan::new(c)?, &mut |_| {})?;
                     let hwm = proc_status_bytes(pid, "VmHWM");
                     let items = binary_stat(srv.port, "curr_items")?;
-                    let ratio = hwm as f64 / (bound_mb << 20) as f64;
+                    let ratio = hwm as f64 / (mo.bound_mb << 20) as f64;
                     (
                         ratio,
                         format!(
@@ -2058,13 +2069,9 @@ fn compare_memory(
                 }
                 _ => {
                     // Key space 4x what fits in -m at the raw size of key + value.
-                    let vlen = if base.value.min == 32 {
-                        100
-                    } else {
-                        base.value.min
-                    };
+                    let vlen = mo.item_size;
                     let keys =
-                        4 * (hits_mb << 20) / (vlen as u64 + base.key_prefix.len() as u64 + 10);
+                        4 * (mo.hits_mb << 20) / (vlen as u64 + base.key_prefix.len() as u64 + 10);
                     let zipf = if base.zipf > 0.0 { base.zipf } else { 0.99 };
                     let c = Cfg {
                         servers: server,
@@ -2077,7 +2084,9 @@ fn compare_memory(
                             min: vlen,
                             max: vlen,
                         },
-                        warmup: base.warmup.max(base.duration),
+                        // Count-based, so a slower server is not judged on a colder cache.
+                        warmup_ops: keys,
+                        ops: keys / 2,
                         ..base.clone()
                     };
                     let st = run_phase(&Plan::new(c)?, &mut |_| {})?;
@@ -2144,9 +2153,11 @@ fn usage() -> &'static str {
            --client-cpu N --seed N
   fill:    --items 1000000 --value-size 100 (keys key:%010d), pipelined; or --fill-bytes B
   hits:    --keys N --zipf 0.99: gets with set-on-miss, reports the hit ratio
+  any:     --ops N --warmup-ops W: count-based instead of timed (checked, W not counted)
   ring:    --server A --server B KEY... (or - for stdin) | --balance N   [--ring-mode M]
   compare: --pincache PATH [--memcached PATH] [--rounds 3] [--workloads p1,p16,quiet,latency,memory,bound,hits]
-           [--server-cpu 0 --client-cpu 1] [--duration 5] [--memory-mb 1024 --bound-mb 64 --hits-mb 64]"
+           [--server-cpu 0 --client-cpu 1] [--duration 5] [--memory-mb 1024 --bound-mb 64 --hits-mb 64]
+           [--items 1000000 --item-size 100] (memory: --items sets of --item-size bytes)"
 }
 
 fn real_main() -> Res<i32> {
