@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::ToSocketAddrs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -392,8 +392,15 @@ impl Server {
 }
 
 fn bind_unix(path: &std::path::Path, mask: u32) -> io::Result<(Listener, String)> {
-    if path.exists() {
-        // A live server answers a connect; a stale file from a crash does not.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only ever replace a socket, never a file a mistyped path points at.
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        // A live server answers a connect; a stale socket from a crash does not.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,

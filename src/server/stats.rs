@@ -8,8 +8,10 @@ use crate::protocol::response::write_response;
 use crate::protocol::Status;
 use crate::store::Store;
 
-/// The version string VERSION and `stat version` report.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version string VERSION and `stat version` report. It leads with the memcached
+/// release whose binary protocol we follow: libmemcached parses "major.minor.micro"
+/// and refuses a server whose major version is 0.
+pub const VERSION: &str = concat!("1.6.18-pincache-", env!("CARGO_PKG_VERSION"));
 
 /// Per-process counters, named as memcached names them.
 #[derive(Clone, Copy, Debug, Default)]
