@@ -1,15 +1,21 @@
 //! How one item is laid out in a segment. Items are written back to back; the
-//! header is 11 bytes for an item with no flags, no expiry and a value under 128
+//! header is 9 bytes for an item with no flags, no expiry and a value under 128
 //! bytes, and grows only by what the item uses:
 //!
 //! ```text
 //! +------+------+-------------+---------+-------------+--------------+-----+-------+
 //! | bits | key  | value len   | CAS     | flags       | expiry       | key | value |
-//! |  1   | len 1| varint 1..5 | 8       | 4 if non-0  | 4 if non-0   |     |       |
+//! |  1   | len 1| varint 1..5 | 6       | 4 if non-0  | 4 if non-0   |     |       |
 //! +------+------+-------------+---------+-------------+--------------+-----+-------+
 //! ```
 //! Integers inside the header are little-endian; `expiry` is relative seconds on
-//! the store's clock.
+//! the store's clock. CAS values are 48 bits: the store's counter wraps after 2^48
+//! mutations (nine years at a million a second).
+
+/// Bytes of the CAS field.
+pub const CAS_LEN: usize = 6;
+/// CAS values stay below this.
+pub const CAS_LIMIT: u64 = 1 << (8 * CAS_LEN);
 
 /// The item has a 4-byte flags field.
 pub const HAS_FLAGS: u8 = 0x01;
@@ -64,7 +70,7 @@ fn varint_len(mut n: usize) -> usize {
 /// Bytes an item with these fields takes.
 pub fn item_len(key_len: usize, value_len: usize, flags: u32, expiry: u32) -> usize {
     2 + varint_len(value_len)
-        + 8
+        + CAS_LEN
         + if flags != 0 { 4 } else { 0 }
         + if expiry != 0 { 4 } else { 0 }
         + key_len
@@ -89,8 +95,8 @@ pub fn decode(bytes: &[u8]) -> Header {
         shift += 7;
     }
     let cas_at = at;
-    let cas = u64::from_le_bytes(field(bytes, at));
-    at += 8;
+    let cas = read_cas(bytes, at);
+    at += CAS_LEN;
     let mut flags = 0;
     if bits & HAS_FLAGS != 0 {
         flags = u32::from_le_bytes(field(bytes, at));
@@ -114,6 +120,19 @@ pub fn decode(bytes: &[u8]) -> Header {
         expiry_at,
         key_at: at,
     }
+}
+
+#[inline]
+fn read_cas(bytes: &[u8], at: usize) -> u64 {
+    let mut out = [0u8; 8];
+    out[..CAS_LEN].copy_from_slice(&bytes[at..at + CAS_LEN]);
+    u64::from_le_bytes(out)
+}
+
+/// Writes a CAS (below `CAS_LIMIT`) at `at`.
+#[inline]
+pub fn write_cas(bytes: &mut [u8], at: usize, cas: u64) {
+    bytes[at..at + CAS_LEN].copy_from_slice(&cas.to_le_bytes()[..CAS_LEN]);
 }
 
 #[inline]
@@ -156,8 +175,8 @@ pub fn encode(
         out[at] = byte | 0x80;
         at += 1;
     }
-    out[at..at + 8].copy_from_slice(&cas.to_le_bytes());
-    at += 8;
+    write_cas(out, at, cas);
+    at += CAS_LEN;
     if flags != 0 {
         out[at..at + 4].copy_from_slice(&flags.to_le_bytes());
         at += 4;
@@ -176,8 +195,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_item_header_is_eleven_bytes() {
-        assert_eq!(item_len(14, 100, 0, 0) - 14 - 100, 11);
+    fn small_item_header_is_nine_bytes() {
+        assert_eq!(item_len(14, 100, 0, 0) - 14 - 100, 9);
     }
 
     #[test]
@@ -192,14 +211,14 @@ mod tests {
             let key = b"some-key";
             let len = item_len(key.len(), value_len, flags, expiry);
             let mut buf = vec![0u8; len];
-            let value_at = encode(&mut buf, key, value_len, flags, expiry, 0x1122334455667788);
+            let value_at = encode(&mut buf, key, value_len, flags, expiry, 0x112233445566);
             let header = decode(&buf);
             assert_eq!(header.total_len(), len);
             assert_eq!(header.value_at(), value_at);
             assert_eq!(header.value_len, value_len);
             assert_eq!(header.flags, flags);
             assert_eq!(header.expiry, expiry);
-            assert_eq!(header.cas, 0x1122334455667788);
+            assert_eq!(header.cas, 0x112233445566);
             assert_eq!(&buf[header.key_at..header.key_at + key.len()], key);
         }
     }

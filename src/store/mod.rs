@@ -397,8 +397,7 @@ impl Store {
             let value = &mut bytes[value_at..value_at + header.value_len];
             value[..digits.len()].copy_from_slice(digits);
             value[digits.len()..].fill(b' ');
-            bytes[addr + header.cas_at..addr + header.cas_at + 8]
-                .copy_from_slice(&new_cas.to_le_bytes());
+            item::write_cas(bytes, addr + header.cas_at, new_cas);
             bytes[addr] |= ACCESSED;
         } else {
             self.write_item(hash, key, digits, header.flags, header.expiry, new_cas)?;
@@ -587,6 +586,10 @@ impl Store {
     fn take_cas(&mut self) -> u64 {
         let cas = self.next_cas;
         self.next_cas += 1;
+        if self.next_cas >= item::CAS_LIMIT {
+            // 0 means "no CAS" on the wire, so the counter wraps to 1.
+            self.next_cas = 1;
+        }
         cas
     }
 

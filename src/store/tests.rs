@@ -397,3 +397,15 @@ fn random_operations_never_return_stale_values_under_eviction() {
         random_ops(seed, 2, 30_000, false);
     }
 }
+
+#[test]
+fn cas_counter_wraps_to_one_after_48_bits() {
+    let mut s = store(8);
+    s.next_cas = item::CAS_LIMIT - 1;
+    let last = s.store(Mode::Set, b"a", b"v", 0, 0, 0).unwrap();
+    assert_eq!(last, item::CAS_LIMIT - 1);
+    assert_eq!(s.get(b"a").unwrap().cas, last);
+    let first = s.store(Mode::Set, b"b", b"v", 0, 0, 0).unwrap();
+    assert_eq!(first, 1);
+    assert_eq!(s.get(b"b").unwrap().cas, 1);
+}
