@@ -8,9 +8,15 @@ use std::time::Instant;
 use mio::net::{TcpStream, UnixStream};
 
 use super::dispatch::{self, Context, Session};
+use crate::protocol::HEADER_LEN;
 
-/// Input buffer size while no larger frame is pending; reused between reads.
-pub const INPUT_BUFFER_BYTES: usize = 16 * 1024;
+/// The loop's one read buffer, shared by every connection: a socket is read into
+/// it and its requests are answered straight from it, so an idle connection holds
+/// no input buffer at all.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// A connection keeps a private input buffer only for bytes that did not make a
+/// whole frame (or that wait behind a full output); this much is kept between uses.
+const INPUT_KEEP_BYTES: usize = 16 * 1024;
 /// Stop parsing a connection's input while this much output waits to be sent:
 /// a client that never reads cannot grow our memory.
 pub const OUTPUT_HIGH_WATER_BYTES: usize = 256 * 1024;
@@ -64,8 +70,9 @@ pub enum Liveness {
 pub struct Connection {
     pub stream: Stream,
     pub peer: String,
+    /// Bytes carried over between reads: input[in_start..in_end] is unparsed.
+    /// Empty (no allocation) while every read ends on a frame boundary.
     input: Vec<u8>,
-    /// Unparsed bytes are input[in_start..in_end].
     in_start: usize,
     in_end: usize,
     output: Vec<u8>,
@@ -81,15 +88,22 @@ pub struct Connection {
     pub last_active: Instant,
 }
 
+/// What one pass over some input achieved.
+struct Consumed {
+    bytes: usize,
+    throttled: bool,
+    need: Option<u64>,
+}
+
 impl Connection {
     pub fn new(stream: Stream, peer: String, now: Instant) -> Connection {
         Connection {
             stream,
             peer,
-            input: vec![0; INPUT_BUFFER_BYTES],
+            input: Vec::new(),
             in_start: 0,
             in_end: 0,
-            output: Vec::with_capacity(INPUT_BUFFER_BYTES),
+            output: Vec::new(),
             out_start: 0,
             skip: 0,
             closing: false,
@@ -105,11 +119,19 @@ impl Connection {
     }
 
     /// Handles one readiness event (or a resume after the output drained).
-    pub fn drive(&mut self, ctx: &mut Context<'_>, max_frame: usize) -> Liveness {
+    /// `peer_closed`: the event reported the peer's FIN, which a short read would
+    /// hide, so read until end of stream.
+    pub fn drive(
+        &mut self,
+        ctx: &mut Context<'_>,
+        shared: &mut [u8],
+        max_frame: usize,
+        peer_closed: bool,
+    ) -> Liveness {
         // A short read means the socket had no more: no extra read to learn that.
         let mut drained = false;
         loop {
-            let throttled = self.answer(ctx, max_frame);
+            let throttled = self.answer_buffered(ctx, max_frame);
             if self.flush(ctx).is_err() {
                 return Liveness::Closed;
             }
@@ -127,10 +149,19 @@ impl Connection {
                     Liveness::Open
                 };
             }
-            if drained {
+            if throttled {
+                // The output went at once: answer what is still buffered.
+                continue;
+            }
+            if drained && !peer_closed {
                 return Liveness::Open;
             }
-            match self.fill(ctx) {
+            let read = if self.in_start < self.in_end {
+                self.fill_own(ctx)
+            } else {
+                self.fill_shared(ctx, shared, max_frame)
+            };
+            match read {
                 Ok(Fill::Data { short }) => drained = short,
                 Ok(Fill::Eof) => self.eof = true,
                 Ok(Fill::WouldBlock) => return Liveness::Open,
@@ -139,43 +170,77 @@ impl Connection {
         }
     }
 
-    /// Answers buffered requests; returns whether it stopped at the high-water mark.
-    fn answer(&mut self, ctx: &mut Context<'_>, max_frame: usize) -> bool {
-        if self.closing {
-            return false;
-        }
+    /// Answers requests from `data`, honouring a pending skip; stops at the
+    /// output's high-water mark or at an incomplete frame.
+    fn consume(&mut self, data: &[u8], ctx: &mut Context<'_>) -> Consumed {
+        let mut at = 0;
         if self.skip > 0 {
-            let available = (self.in_end - self.in_start) as u64;
-            let dropped = self.skip.min(available);
-            self.in_start += dropped as usize;
+            let dropped = self.skip.min(data.len() as u64);
+            at = dropped as usize;
             self.skip -= dropped;
             if self.skip > 0 {
-                return false;
+                return Consumed {
+                    bytes: at,
+                    throttled: false,
+                    need: None,
+                };
             }
         }
-        let input = &self.input[self.in_start..self.in_end];
-        if input.is_empty() {
-            return false;
+        if self.closing || at == data.len() {
+            return Consumed {
+                bytes: data.len(),
+                throttled: false,
+                need: None,
+            };
         }
         let high_water = self.out_start + OUTPUT_HIGH_WATER_BYTES;
-        let progress =
-            dispatch::process(input, &mut self.output, high_water, ctx, &mut self.session);
-        self.in_start += progress.consumed;
+        let progress = dispatch::process(
+            &data[at..],
+            &mut self.output,
+            high_water,
+            ctx,
+            &mut self.session,
+        );
         self.skip = progress.skip;
         if progress.close {
             self.closing = true;
         }
+        Consumed {
+            bytes: at + progress.consumed,
+            throttled: progress.throttled,
+            need: progress.need,
+        }
+    }
+
+    /// Answers what waits in the connection's own buffer; returns whether it
+    /// stopped at the high-water mark.
+    fn answer_buffered(&mut self, ctx: &mut Context<'_>, max_frame: usize) -> bool {
+        if self.in_start == self.in_end {
+            return false;
+        }
+        let input = std::mem::take(&mut self.input);
+        let done = self.consume(&input[self.in_start..self.in_end], ctx);
+        self.input = input;
+        self.in_start += done.bytes;
+        if self.closing {
+            self.in_start = self.in_end;
+        }
         if self.in_start == self.in_end {
             self.in_start = 0;
             self.in_end = 0;
-            if self.input.len() > INPUT_BUFFER_BYTES {
+            if self.input.len() > INPUT_KEEP_BYTES {
                 // A large frame has been answered: give its buffer back.
-                self.input = vec![0; INPUT_BUFFER_BYTES];
+                self.input = Vec::new();
             }
-        } else if let Some(need) = progress.need {
-            self.make_room(need.min(max_frame as u64) as usize);
+        } else {
+            // Room for the rest of the frame (at least its header) after in_start,
+            // so the next read has somewhere to go.
+            let need = done
+                .need
+                .map_or(HEADER_LEN as u64, |n| n.min(max_frame as u64));
+            self.make_room(need as usize);
         }
-        progress.throttled
+        done.throttled
     }
 
     /// Makes sure a frame of `need` bytes fits from `in_start`.
@@ -188,34 +253,59 @@ impl Connection {
         self.in_start = 0;
         self.in_end = pending;
         if need > self.input.len() {
-            self.input.resize(need, 0);
+            self.input.resize(need.max(INPUT_KEEP_BYTES), 0);
         }
     }
 
-    /// One read into the free end of the input buffer.
-    fn fill(&mut self, ctx: &mut Context<'_>) -> io::Result<Fill> {
-        if self.in_end == self.input.len() {
-            if self.in_start > 0 {
-                self.make_room(self.input.len());
-            } else {
-                // Full of complete frames we were throttled on; wait for writable.
-                return Ok(Fill::WouldBlock);
+    /// Reads into the shared buffer and answers from it; what is left over (part
+    /// of a frame, or requests held back by a full output) moves to our own buffer.
+    fn fill_shared(
+        &mut self,
+        ctx: &mut Context<'_>,
+        shared: &mut [u8],
+        max_frame: usize,
+    ) -> io::Result<Fill> {
+        let n = match read_some(&mut self.stream, shared, ctx)? {
+            None => return Ok(Fill::WouldBlock),
+            Some(0) => return Ok(Fill::Eof),
+            Some(n) => n,
+        };
+        let done = self.consume(&shared[..n], ctx);
+        let rest = &shared[done.bytes.min(n)..n];
+        if !rest.is_empty() && !self.closing {
+            let need = done
+                .need
+                .map_or(rest.len(), |need| need.min(max_frame as u64) as usize)
+                .max(rest.len());
+            if self.input.len() < need {
+                self.input.resize(need.max(INPUT_KEEP_BYTES), 0);
             }
+            self.input[..rest.len()].copy_from_slice(rest);
+            self.in_start = 0;
+            self.in_end = rest.len();
         }
+        Ok(Fill::Data {
+            short: n < shared.len(),
+        })
+    }
+
+    /// Reads more of a frame into the connection's own buffer.
+    fn fill_own(&mut self, ctx: &mut Context<'_>) -> io::Result<Fill> {
         let space = self.input.len() - self.in_end;
-        loop {
-            match self.stream.read(&mut self.input[self.in_end..]) {
-                Ok(0) => return Ok(Fill::Eof),
-                Ok(n) => {
-                    self.in_end += n;
-                    ctx.stats.bytes_read += n as u64;
-                    return Ok(Fill::Data { short: n < space });
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+        if space == 0 {
+            // Full of complete frames held back by the output; wait for writable.
+            return Ok(Fill::WouldBlock);
         }
+        Ok(
+            match read_some(&mut self.stream, &mut self.input[self.in_end..], ctx)? {
+                None => Fill::WouldBlock,
+                Some(0) => Fill::Eof,
+                Some(n) => {
+                    self.in_end += n;
+                    Fill::Data { short: n < space }
+                }
+            },
+        )
     }
 
     /// Writes queued output until done or the socket is full.
@@ -236,7 +326,7 @@ impl Connection {
             self.output.clear();
             self.out_start = 0;
             if self.output.capacity() > OUTPUT_KEEP_BYTES {
-                self.output = Vec::with_capacity(INPUT_BUFFER_BYTES);
+                self.output = Vec::new();
             }
         }
         Ok(())
@@ -247,4 +337,23 @@ enum Fill {
     Data { short: bool },
     Eof,
     WouldBlock,
+}
+
+/// One read: `Some(0)` is end of stream, `None` would block.
+fn read_some(
+    stream: &mut Stream,
+    buf: &mut [u8],
+    ctx: &mut Context<'_>,
+) -> io::Result<Option<usize>> {
+    loop {
+        match stream.read(buf) {
+            Ok(n) => {
+                ctx.stats.bytes_read += n as u64;
+                return Ok(Some(n));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }

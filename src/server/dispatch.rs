@@ -78,11 +78,26 @@ pub fn process(
             Err(ParseError::Invalid {
                 opcode,
                 opaque,
-                status,
+                mut status,
             }) => {
                 ctx.stats.protocol_errors += 1;
                 debug!("invalid lengths for opcode 0x{opcode:02x}: closing");
+                // memcached checks the login before the opcode's lengths.
+                if status == Status::InvalidArguments && must_authenticate(opcode, ctx, session) {
+                    ctx.stats.auth_errors += 1;
+                    status = Status::AuthError;
+                }
                 write_error(out, opcode, opaque, status);
+                progress.close = true;
+                break;
+            }
+            Err(ParseError::Skip { request, .. })
+                if must_authenticate(request.opcode, ctx, session) =>
+            {
+                // Before login nothing is answered but "auth error", and a refused
+                // SET must not delete anything.
+                ctx.stats.auth_errors += 1;
+                write_error(out, request.opcode, request.opaque, Status::AuthError);
                 progress.close = true;
                 break;
             }
@@ -137,13 +152,10 @@ fn execute(
     out: &mut Vec<u8>,
 ) -> Flow {
     let mark = out.len();
-    if let Some(sasl) = ctx.sasl {
-        if !session.authenticated && !sasl_exempt(request.command) {
-            ctx.stats.auth_errors += 1;
-            write_error(out, request.opcode, request.opaque, Status::AuthError);
-            return Flow::Close;
-        }
-        let _ = sasl;
+    if must_authenticate(request.opcode, ctx, session) {
+        ctx.stats.auth_errors += 1;
+        write_error(out, request.opcode, request.opaque, Status::AuthError);
+        return Flow::Close;
     }
     let (status, flow) = run(request, ctx, session, out);
     if request.quiet && suppressed(request.command, status) {
@@ -152,12 +164,15 @@ fn execute(
     flow
 }
 
-/// Commands a connection may send before authenticating (memcached's list).
-fn sasl_exempt(command: Opcode) -> bool {
-    matches!(
-        command,
-        Opcode::SaslListMechs | Opcode::SaslAuth | Opcode::SaslStep | Opcode::Version
-    )
+/// Whether SASL is on and this connection must log in before sending `opcode`
+/// (everything but the SASL commands and VERSION, as in memcached).
+fn must_authenticate(opcode: u8, ctx: &Context<'_>, session: &Session) -> bool {
+    ctx.sasl.is_some()
+        && !session.authenticated
+        && !matches!(
+            Opcode::from_u8(opcode),
+            Some(Opcode::SaslListMechs | Opcode::SaslAuth | Opcode::SaslStep | Opcode::Version)
+        )
 }
 
 /// Quiet gets drop their misses; every other quiet command drops its success.

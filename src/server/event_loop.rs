@@ -13,7 +13,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::connection::{Connection, Liveness, Stream};
+use super::connection::{Connection, Liveness, Stream, READ_BUFFER_BYTES};
 use super::dispatch::Context;
 use super::sasl::Sasl;
 use super::stats::{Settings, Stats};
@@ -99,6 +99,8 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     log_limit: LogLimit,
     now: Instant,
+    /// The one read buffer every connection is read into (see connection.rs).
+    read_buffer: Vec<u8>,
 }
 
 impl Server {
@@ -186,6 +188,7 @@ impl Server {
                 suppressed: 0,
             },
             now,
+            read_buffer: vec![0; READ_BUFFER_BYTES],
         })
     }
 
@@ -210,7 +213,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    Token(key) => self.drive(key),
+                    Token(key) => self.drive(key, event.is_read_closed()),
                 }
             }
             if let Some(until) = self.accept_paused_until {
@@ -301,7 +304,7 @@ impl Server {
         self.stats.total_connections += 1;
     }
 
-    fn drive(&mut self, key: usize) {
+    fn drive(&mut self, key: usize, peer_closed: bool) {
         let max_frame = self.max_frame;
         let now = self.now;
         let Some(conn) = self.conns.get_mut(key) else {
@@ -315,7 +318,7 @@ impl Server {
             sasl: self.sasl.as_ref(),
             limits: self.limits,
         };
-        if conn.drive(&mut ctx, max_frame) == Liveness::Closed {
+        if conn.drive(&mut ctx, &mut self.read_buffer, max_frame, peer_closed) == Liveness::Closed {
             self.close(key);
         }
     }
