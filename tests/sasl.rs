@@ -324,3 +324,25 @@ fn python_binary_memcached_logs_in_to_memcached() {
         python_client(&server);
     }
 }
+
+/// Found by fuzzing: an over-size SET is refused before its value is read, and that
+/// path must check the login too, or an anonymous client could delete any key.
+#[test]
+fn unauthenticated_oversized_set_deletes_nothing() {
+    let (server, _dir) = pincache_with_sasl();
+    let mut admin = server.connect();
+    login(&mut admin);
+    admin
+        .call(&set("sasl:keep", "precious"))
+        .expect(op::SET, status::OK);
+    let mut c = server.connect();
+    let mut big = set("sasl:keep", "");
+    big.body_len_override = Some(8 + 9 + (2 << 20));
+    c.send(&big);
+    let r = c.recv();
+    r.expect(op::SET, status::AUTH_ERROR);
+    c.expect_closed();
+    let r = admin.call(&get(op::GET, "sasl:keep"));
+    r.expect(op::GET, status::OK);
+    assert_eq!(r.value, b"precious");
+}

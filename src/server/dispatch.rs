@@ -91,13 +91,14 @@ pub fn process(
                 progress.close = true;
                 break;
             }
-            Err(ParseError::Skip { request, .. })
+            Err(ParseError::Skip { request, skip, .. })
                 if must_authenticate(request.opcode, ctx, session) =>
             {
                 // Before login nothing is answered but "auth error", and a refused
                 // SET must not delete anything.
                 ctx.stats.auth_errors += 1;
                 write_error(out, request.opcode, request.opaque, Status::AuthError);
+                pos += skip.min((input.len() - pos) as u64) as usize;
                 progress.close = true;
                 break;
             }
