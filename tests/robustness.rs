@@ -1252,3 +1252,96 @@ fn soak_many_connections_and_churn_return_to_baseline() {
         r.expect(op::GET, status::OK);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Out of file descriptors
+// ---------------------------------------------------------------------------------------
+
+/// CPU time (user + system, clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = &text[text.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Whether a NOOP sent earlier on `stream` has been answered, waiting up to `wait`.
+fn noop_answered(stream: &mut TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut header = [0u8; 24];
+    match stream.read_exact(&mut header) {
+        Ok(()) => header[0] == 0x81 && header[1] == op::NOOP,
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
+    let _heavy = heavy();
+    let bin = common::pincache_bin();
+    let server = Server::custom("pincache", |port| {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg("-c").arg(format!(
+            "ulimit -n 24; exec {bin} -p {port} -l 127.0.0.1 -c 1000"
+        ));
+        cmd
+    });
+    let noop_bytes = noop().encode();
+    let mut clients: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            s.write_all(&noop_bytes).unwrap();
+            s
+        })
+        .collect();
+    // The kernel completes every handshake; the server can accept only ~18 of them.
+    let answered: Vec<bool> = clients
+        .iter_mut()
+        .map(|s| noop_answered(s, Duration::from_millis(100)))
+        .collect();
+    let served = answered.iter().filter(|&&a| a).count();
+    assert!(
+        served > 0 && served < 40,
+        "served {served} of 40 with 24 fds"
+    );
+
+    // Out of descriptors with connections waiting: the server must not spin.
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(server.pid()) - before;
+    assert!(
+        used < 30,
+        "server used {used} ticks in 1 s while out of fds"
+    );
+
+    // Free descriptors: the waiting connections are accepted and answered.
+    let mut waiting = Vec::new();
+    for (stream, was_answered) in clients.drain(..).zip(answered) {
+        if was_answered {
+            drop(stream);
+        } else {
+            waiting.push(stream);
+        }
+    }
+    let mut late = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for stream in waiting.iter_mut().take(served.saturating_sub(2)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            noop_answered(stream, left.max(Duration::from_millis(1))),
+            "a waiting connection was not served after fds were freed"
+        );
+        late += 1;
+    }
+    assert!(late > 0);
+    // With every client gone, a new one is served as usual.
+    drop(waiting);
+    let mut fresh = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    fresh.write_all(&noop_bytes).unwrap();
+    assert!(
+        noop_answered(&mut fresh, Duration::from_secs(5)),
+        "a new connection was not served once fds were free"
+    );
+}

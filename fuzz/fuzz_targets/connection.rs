@@ -244,7 +244,14 @@ impl Run {
                         sasl: self.sasl.as_ref(),
                         limits: self.limits,
                     };
-                    process(&input, &mut out, self.high_water, &mut ctx, &mut session)
+                    process(
+                        &input,
+                        &mut out,
+                        self.high_water,
+                        &mut ctx,
+                        &mut session,
+                        "fuzz",
+                    )
                 };
                 assert!(progress.consumed <= input.len());
                 let end = base + progress.consumed;

@@ -140,30 +140,11 @@ pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize
     }
 
     let head = HEADER_LEN + extras_len + key_len;
-    if value_len > limits.max_value_len {
-        // Only storage commands carry a value this large: refuse it unbuffered,
-        // but wait for the key, which a SET's refusal also deletes.
-        if input.len() < head {
-            return Err(ParseError::Incomplete);
-        }
-        let request = Request {
-            opcode,
-            command,
-            quiet,
-            opaque,
-            cas,
-            extras: decode_extras(command, &input[HEADER_LEN..HEADER_LEN + extras_len]),
-            key: &input[HEADER_LEN + extras_len..head],
-            value: &[],
-        };
-        return Err(ParseError::Skip {
-            request,
-            status: Status::ValueTooLarge,
-            skip: frame,
-        });
-    }
-    let frame = frame as usize;
-    if input.len() < frame {
+    // Only storage commands carry a value this large: it is refused unbuffered,
+    // once the key is in (a SET's refusal also deletes the key).
+    let too_large = value_len > limits.max_value_len;
+    let needed = if too_large { head } else { frame as usize };
+    if input.len() < needed {
         return Err(ParseError::Incomplete);
     }
     let request = Request {
@@ -174,9 +155,16 @@ pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize
         cas,
         extras: decode_extras(command, &input[HEADER_LEN..HEADER_LEN + extras_len]),
         key: &input[HEADER_LEN + extras_len..head],
-        value: &input[head..frame],
+        value: &input[head..needed],
     };
-    Ok((request, frame))
+    if too_large {
+        return Err(ParseError::Skip {
+            request,
+            status: Status::ValueTooLarge,
+            skip: frame,
+        });
+    }
+    Ok((request, needed))
 }
 
 /// Whether extras, key and value lengths are the ones `command` takes

@@ -200,6 +200,7 @@ impl Connection {
             high_water,
             ctx,
             &mut self.session,
+            &self.peer,
         );
         self.skip = progress.skip;
         if progress.close {

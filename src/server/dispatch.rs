@@ -42,13 +42,14 @@ pub struct Progress {
 }
 
 /// Answers every complete request at the front of `input` until the output holds
-/// `high_water` bytes or more.
+/// `high_water` bytes or more. `peer` names the client in the log.
 pub fn process(
     input: &[u8],
     out: &mut Vec<u8>,
     high_water: usize,
     ctx: &mut Context<'_>,
     session: &mut Session,
+    peer: &str,
 ) -> Progress {
     let mut progress = Progress::default();
     let mut pos = 0;
@@ -71,7 +72,7 @@ pub fn process(
             }
             Err(ParseError::BadMagic) => {
                 ctx.stats.protocol_errors += 1;
-                debug!("bad magic 0x{:02x}: closing", input[pos]);
+                debug!("{peer}: bad magic 0x{:02x}, closing", input[pos]);
                 progress.close = true;
                 break;
             }
@@ -81,7 +82,7 @@ pub fn process(
                 mut status,
             }) => {
                 ctx.stats.protocol_errors += 1;
-                debug!("invalid lengths for opcode 0x{opcode:02x}: closing");
+                debug!("{peer}: invalid lengths for opcode 0x{opcode:02x}, closing");
                 // memcached checks the login before the opcode's lengths.
                 if status == Status::InvalidArguments && must_authenticate(opcode, ctx, session) {
                     ctx.stats.auth_errors += 1;
@@ -107,7 +108,7 @@ pub fn process(
                 status,
                 skip,
             }) => {
-                refuse(&request, status, ctx, out);
+                refuse(&request, status, ctx, out, peer);
                 let available = (input.len() - pos) as u64;
                 if skip <= available {
                     pos += skip as usize;
@@ -124,7 +125,13 @@ pub fn process(
 }
 
 /// Answers a frame refused without buffering (unknown opcode, value too large).
-fn refuse(request: &Request<'_>, status: Status, ctx: &mut Context<'_>, out: &mut Vec<u8>) {
+fn refuse(
+    request: &Request<'_>,
+    status: Status,
+    ctx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    peer: &str,
+) {
     if status == Status::ValueTooLarge {
         ctx.stats.store_too_large += 1;
         if request.command == Opcode::Set {
@@ -134,7 +141,7 @@ fn refuse(request: &Request<'_>, status: Status, ctx: &mut Context<'_>, out: &mu
         }
     } else {
         ctx.stats.protocol_errors += 1;
-        debug!("unknown opcode 0x{:02x}", request.opcode);
+        debug!("{peer}: unknown opcode 0x{:02x}", request.opcode);
     }
     write_error(out, request.opcode, request.opaque, status);
 }

@@ -409,3 +409,26 @@ fn cas_counter_wraps_to_one_after_48_bits() {
     assert_eq!(first, 1);
     assert_eq!(s.get(b"b").unwrap().cas, 1);
 }
+
+#[test]
+fn a_128_mib_item_limit_stores_items_of_that_size() {
+    let mut s = Store::new(
+        StoreConfig {
+            memory_limit: 512 << 20,
+            item_size_max: 128 << 20,
+        },
+        Clock::start(),
+    )
+    .unwrap();
+    let big = vec![b'x'; (128 << 20) - MEMCACHED_ITEM_OVERHEAD - 3];
+    s.store(Mode::Set, b"big", &big, 0, 0, 0).unwrap();
+    s.store(Mode::Set, b"small", b"v", 0, 0, 0).unwrap();
+    assert_eq!(s.get(b"big").unwrap().value.len(), big.len());
+    // Four fit at most: writing more evicts, never fails.
+    for i in 0..6u8 {
+        s.store(Mode::Set, &[b'k', i], &big, 0, 0, 0).unwrap();
+    }
+    assert!(s.stats().evictions > 0);
+    assert_eq!(s.get(&[b'k', 5]).unwrap().value.len(), big.len());
+    s.check_consistency().unwrap();
+}
