@@ -900,6 +900,24 @@ spec!(append_that_would_be_too_large_is_0005, |server| {
     assert_eq!(c.call(&get(op::GET, "k")).value.len(), half.len());
 });
 
+spec!(
+    values_at_the_size_limit_follow_memcacheds_rule_key_plus_value_plus_59,
+    |server| {
+        // memcached accepts key + value + 59 <= -I (its item header and CRLF).
+        let mut c = server.connect();
+        let largest = vec![b'x'; ITEM_SIZE_MAX_BYTES - 59 - 1];
+        c.call(&set("k", &largest)).expect(op::SET, status::OK);
+        let over = vec![b'x'; ITEM_SIZE_MAX_BYTES - 59];
+        let r = c.call(&set("j", &over));
+        assert_error(&r, op::SET, status::TOO_LARGE, "Too large.");
+        // An APPEND whose piece alone is over the limit is "too large" too; one whose
+        // result would be is "not stored" (above).
+        let r = c.call(&concat(op::APPEND, "k", &over));
+        assert_error(&r, op::APPEND, status::TOO_LARGE, "Too large.");
+        assert_eq!(c.call(&get(op::GET, "k")).value.len(), largest.len());
+    }
+);
+
 spec!(bad_magic_closes_the_connection, |server| {
     let mut c = server.connect();
     c.send(&noop().magic(0x81));

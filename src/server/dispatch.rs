@@ -376,7 +376,10 @@ fn store(request: &Request<'_>, ctx: &mut Context<'_>, out: &mut Vec<u8>) -> Sta
 /// APPEND / PREPEND.
 fn concat(request: &Request<'_>, ctx: &mut Context<'_>, out: &mut Vec<u8>) -> Status {
     ctx.stats.cmd_set += 1;
-    if request.value.len() > ctx.store.max_value_len() {
+    // The appended piece alone over the limit is "too large"; a result over the
+    // limit is "not stored" (the store's answer), as in memcached.
+    if !ctx.store.fits(request.key.len(), request.value.len()) {
+        ctx.stats.store_too_large += 1;
         return error(request, Status::ValueTooLarge, out);
     }
     let prepend = request.command == Opcode::Prepend;

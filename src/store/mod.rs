@@ -232,11 +232,6 @@ impl Store {
         })
     }
 
-    /// The largest value a key of `key_len` bytes can have.
-    pub fn max_value_len(&self) -> usize {
-        self.item_size_max
-    }
-
     // ---- reads ----
 
     /// The live item under `key`, marked as read.
@@ -579,7 +574,9 @@ impl Store {
 
     // ---- internals ----
 
-    fn fits(&self, key_len: usize, value_len: usize) -> bool {
+    /// Whether an item with this key and value is within the item size limit
+    /// (memcached's rule, see `MEMCACHED_ITEM_OVERHEAD`).
+    pub fn fits(&self, key_len: usize, value_len: usize) -> bool {
         key_len + value_len + MEMCACHED_ITEM_OVERHEAD <= self.item_size_max
     }
 
