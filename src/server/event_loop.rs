@@ -222,10 +222,13 @@ impl Server {
                     self.accept();
                 }
             }
-            let slice_start = Instant::now();
-            if self.store.maintain(EXPIRY_ITEMS_PER_TURN) > 0 {
-                let us = slice_start.elapsed().as_micros() as u64;
-                self.stats.expiry_slice_max_us = self.stats.expiry_slice_max_us.max(us);
+            self.store.clock.refresh_at(self.now);
+            if self.store.has_due_work() {
+                let slice_start = Instant::now();
+                if self.store.run_due_work(EXPIRY_ITEMS_PER_TURN) > 0 {
+                    let us = slice_start.elapsed().as_micros() as u64;
+                    self.stats.expiry_slice_max_us = self.stats.expiry_slice_max_us.max(us);
+                }
             }
             if self.now.duration_since(last_idle_check) >= Duration::from_secs(1) {
                 last_idle_check = self.now;

@@ -34,9 +34,10 @@ impl Clock {
         }
     }
 
-    /// Re-reads the monotonic clock.
-    pub fn refresh(&mut self) {
-        let elapsed = self.started.elapsed().as_secs();
+    /// Sets the time from an instant the caller already read (the event loop reads
+    /// the clock once per turn).
+    pub fn refresh_at(&mut self, instant: Instant) {
+        let elapsed = instant.saturating_duration_since(self.started).as_secs();
         self.now = START_SECS.saturating_add(u32::try_from(elapsed).unwrap_or(u32::MAX - 2));
     }
 

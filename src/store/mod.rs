@@ -432,14 +432,18 @@ impl Store {
 
     // ---- upkeep ----
 
-    /// Refreshes the clock and does up to `max_items` items of expiry work.
-    /// Returns the number of items it looked at.
-    pub fn maintain(&mut self, max_items: usize) -> usize {
-        self.clock.refresh();
-        self.run_due_work(max_items)
+    /// Whether `run_due_work` has anything to do at the clock's current time: a
+    /// delayed flush that is due, a sweep under way, or a new second to look for
+    /// wholly expired segments in.
+    pub fn has_due_work(&self) -> bool {
+        let now = self.clock.now();
+        self.flush_at.is_some_and(|at| at <= now)
+            || self.sweep.is_some()
+            || self.last_expiry_scan != now
     }
 
-    /// Like `maintain` but without reading the system clock (tests, fuzzing).
+    /// Does up to `max_items` items of due work (delayed flush, expiry) at the
+    /// clock's current time. Returns the number of items it looked at.
     pub fn run_due_work(&mut self, max_items: usize) -> usize {
         let now = self.clock.now();
         if let Some(at) = self.flush_at {
@@ -615,12 +619,19 @@ impl Store {
     /// Finds the live item under `key`; an expired one is unlinked on the way.
     fn lookup(&mut self, hash: u64, key: &[u8]) -> Option<(usize, Header)> {
         let shift = self.align_shift;
-        let arena = &self.arena;
-        let loc = *self
-            .index
-            .find(hash, |&loc| key_at(arena, shift, loc) == key)?;
-        let addr = (loc as usize) << shift;
-        let header = item::decode(&self.arena.bytes()[addr..]);
+        let bytes = self.arena.bytes();
+        // The header decoded to compare the key is the one we return.
+        let mut found = None;
+        self.index.find(hash, |&loc| {
+            let addr = (loc as usize) << shift;
+            let header = item::decode(&bytes[addr..]);
+            let hit = &bytes[addr + header.key_at..addr + header.key_at + header.key_len] == key;
+            if hit {
+                found = Some((addr, header));
+            }
+            hit
+        })?;
+        let (addr, header) = found?;
         if self.clock.is_expired(header.expiry) {
             self.stats.get_expired += 1;
             self.unlink_expired(addr, &header);
