@@ -26,6 +26,7 @@ use pincache::protocol::header::{be16, be32, be64, RESPONSE_MAGIC};
 use pincache::protocol::request::{parse, Extras, Limits, ParseError};
 use pincache::protocol::{Opcode, Status, HEADER_LEN, MAX_KEY_LEN};
 use pincache::server::dispatch::{process, Context, Session};
+use pincache::server::log_limit::LogLimit;
 use pincache::server::sasl::Sasl;
 use pincache::server::stats::{Settings, Stats, VERSION};
 use pincache::store::{Clock, Store, StoreConfig};
@@ -237,12 +238,14 @@ impl Run {
                 }
                 out.clear();
                 let progress = {
+                    let mut log = LogLimit::new(std::time::Instant::now());
                     let mut ctx = Context {
                         store: &mut self.store,
                         stats: &mut self.stats,
                         settings: &self.settings,
                         sasl: self.sasl.as_ref(),
                         limits: self.limits,
+                        log: &mut log,
                     };
                     process(
                         &input,

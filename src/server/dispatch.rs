@@ -2,8 +2,9 @@
 //! input is answered here, in order, straight into its output buffer; quiet-mode
 //! suppression is one step after execution.
 
-use log::debug;
+use log::{debug, log_enabled, Level};
 
+use super::log_limit::LogLimit;
 use super::sasl::Sasl;
 use super::stats::{self, Settings, Stats, VERSION};
 use crate::protocol::request::{parse, Extras, Limits, ParseError, Request};
@@ -18,6 +19,8 @@ pub struct Context<'a> {
     pub settings: &'a Settings,
     pub sasl: Option<&'a Sasl>,
     pub limits: Limits,
+    /// Budget for the debug lines a client's mistakes cause.
+    pub log: &'a mut LogLimit,
 }
 
 /// Per-connection protocol state.
@@ -72,7 +75,9 @@ pub fn process(
             }
             Err(ParseError::BadMagic) => {
                 ctx.stats.protocol_errors += 1;
-                debug!("{peer}: bad magic 0x{:02x}, closing", input[pos]);
+                if client_log(ctx) {
+                    debug!("{peer}: bad magic 0x{:02x}, closing", input[pos]);
+                }
                 progress.close = true;
                 break;
             }
@@ -82,7 +87,9 @@ pub fn process(
                 mut status,
             }) => {
                 ctx.stats.protocol_errors += 1;
-                debug!("{peer}: invalid lengths for opcode 0x{opcode:02x}, closing");
+                if client_log(ctx) {
+                    debug!("{peer}: invalid lengths for opcode 0x{opcode:02x}, closing");
+                }
                 // memcached checks the login before the opcode's lengths.
                 if status == Status::InvalidArguments && must_authenticate(opcode, ctx, session) {
                     ctx.stats.auth_errors += 1;
@@ -124,6 +131,12 @@ pub fn process(
     progress
 }
 
+/// Whether a line about a client's mistake may be logged now (debug level only,
+/// and within the per-second budget).
+fn client_log(ctx: &mut Context<'_>) -> bool {
+    log_enabled!(Level::Debug) && ctx.log.allow(std::time::Instant::now())
+}
+
 /// Answers a frame refused without buffering (unknown opcode, value too large).
 fn refuse(
     request: &Request<'_>,
@@ -141,7 +154,9 @@ fn refuse(
         }
     } else {
         ctx.stats.protocol_errors += 1;
-        debug!("{peer}: unknown opcode 0x{:02x}", request.opcode);
+        if client_log(ctx) {
+            debug!("{peer}: unknown opcode 0x{:02x}", request.opcode);
+        }
     }
     write_error(out, request.opcode, request.opaque, status);
 }

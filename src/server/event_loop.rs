@@ -15,6 +15,7 @@ use slab::Slab;
 
 use super::connection::{Connection, Liveness, Stream, READ_BUFFER_BYTES};
 use super::dispatch::Context;
+use super::log_limit::LogLimit;
 use super::sasl::Sasl;
 use super::stats::{Settings, Stats};
 use crate::config::Config;
@@ -31,8 +32,6 @@ const EXPIRY_ITEMS_PER_TURN: usize = 2000;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At shutdown, give clients this long to take their queued answers.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
-/// The most warnings per second a client can cause in the log.
-const WARNINGS_PER_SEC: u32 = 10;
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
@@ -54,32 +53,6 @@ fn install_signal_handlers() {
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
-}
-
-/// Warnings a client can trigger, at most `WARNINGS_PER_SEC` a second.
-struct LogLimit {
-    second: Instant,
-    count: u32,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    fn allow(&mut self, now: Instant) -> bool {
-        if now.duration_since(self.second) >= Duration::from_secs(1) {
-            if self.suppressed > 0 {
-                warn!("{} similar messages suppressed", self.suppressed);
-            }
-            self.second = now;
-            self.count = 0;
-            self.suppressed = 0;
-        }
-        self.count += 1;
-        if self.count > WARNINGS_PER_SEC {
-            self.suppressed += 1;
-            return false;
-        }
-        true
-    }
 }
 
 pub struct Server {
@@ -182,11 +155,7 @@ impl Server {
             idle_timeout: (config.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.idle_timeout_secs)),
             accept_paused_until: None,
-            log_limit: LogLimit {
-                second: now,
-                count: 0,
-                suppressed: 0,
-            },
+            log_limit: LogLimit::new(now),
             now,
             read_buffer: vec![0; READ_BUFFER_BYTES],
         })
@@ -320,6 +289,7 @@ impl Server {
             settings: &self.settings,
             sasl: self.sasl.as_ref(),
             limits: self.limits,
+            log: &mut self.log_limit,
         };
         if conn.drive(&mut ctx, &mut self.read_buffer, max_frame, peer_closed) == Liveness::Closed {
             self.close(key);
@@ -375,6 +345,7 @@ impl Server {
                 settings: &self.settings,
                 sasl: self.sasl.as_ref(),
                 limits: self.limits,
+                log: &mut self.log_limit,
             };
             for (key, conn) in self.conns.iter_mut() {
                 if conn.flush(&mut ctx).is_err() || conn.pending_output() == 0 {

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod dispatch;
 pub mod event_loop;
+pub mod log_limit;
 pub mod sasl;
 pub mod stats;
 
