@@ -1345,3 +1345,40 @@ fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
         "a new connection was not served once fds were free"
     );
 }
+
+#[test]
+fn a_flood_of_bad_packets_cannot_flood_the_log() {
+    let bin = common::pincache_bin();
+    let log_path = std::env::temp_dir().join(format!("pincache-log-{}.txt", std::process::id()));
+    let log_file = log_path.display().to_string();
+    let server = Server::custom("pincache", |port| {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("exec {bin} -p {port} -l 127.0.0.1 -v 2>{log_file}"));
+        cmd
+    });
+    let mut c = server.connect();
+    let unknown = Request::new(0x40).encode();
+    let mut flood = Vec::new();
+    for _ in 0..5000 {
+        flood.extend_from_slice(&unknown);
+    }
+    flood.extend_from_slice(&noop().opaque(7).encode());
+    c.send_raw(&flood);
+    let answers = c.until_noop();
+    assert_eq!(answers.len(), 5001, "every unknown opcode is answered");
+    drop(c);
+    drop(server);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let lines = log.lines().filter(|l| l.contains("unknown opcode")).count();
+    assert!(
+        (1..=20).contains(&lines),
+        "{lines} log lines for 5000 bad packets"
+    );
+    // Each line names the client.
+    assert!(log
+        .lines()
+        .filter(|l| l.contains("unknown opcode"))
+        .all(|l| l.contains("127.0.0.1:")));
+}
