@@ -363,24 +363,12 @@ impl Run {
                     assert_eq!(mine.len(), 1, "invalid frame answered {mine:?}");
                     // memcached checks the login before an opcode's lengths (but
                     // after key + extras > body, which is 0x0081).
-                    let exempt = matches!(
-                        Opcode::from_u8(frame.opcode),
-                        Some(
-                            Opcode::SaslListMechs
-                                | Opcode::SaslAuth
-                                | Opcode::SaslStep
-                                | Opcode::Version
-                        )
-                    );
-                    let status = if self.sasl.is_some()
-                        && !self.authenticated
-                        && !exempt
-                        && status == Status::InvalidArguments
-                    {
-                        Status::AuthError
-                    } else {
-                        status
-                    };
+                    let status =
+                        if self.must_log_in(frame.opcode) && status == Status::InvalidArguments {
+                            Status::AuthError
+                        } else {
+                            status
+                        };
                     check_error(&mine[0], frame.opcode, status);
                 }
                 other => panic!("closed at a frame the parser takes: {other:?}"),
@@ -401,6 +389,17 @@ impl Run {
         next
     }
 
+    /// Whether SASL is on, we are not logged in, and `opcode` is not one memcached
+    /// serves before login (the SASL commands and VERSION).
+    fn must_log_in(&self, opcode: u8) -> bool {
+        self.sasl.is_some()
+            && !self.authenticated
+            && !matches!(
+                Opcode::from_u8(opcode),
+                Some(Opcode::SaslListMechs | Opcode::SaslAuth | Opcode::SaslStep | Opcode::Version)
+            )
+    }
+
     /// Checks one consumed frame's answers and applies it to the model.
     /// Returns whether it closes the connection.
     fn check_frame(&mut self, stream: &[u8], frame: &Frame, mine: &[Response<'_>]) -> bool {
@@ -417,16 +416,7 @@ impl Run {
                 key,
             } => {
                 assert_eq!(mine.len(), 1, "refused frame answered {mine:?}");
-                let exempt = matches!(
-                    Opcode::from_u8(frame.opcode),
-                    Some(
-                        Opcode::SaslListMechs
-                            | Opcode::SaslAuth
-                            | Opcode::SaslStep
-                            | Opcode::Version
-                    )
-                );
-                if self.sasl.is_some() && !self.authenticated && !exempt {
+                if self.must_log_in(frame.opcode) {
                     // memcached checks authentication before anything else: an
                     // unknown opcode or an oversized SET from an unauthenticated
                     // client gets AUTH_ERROR and a close, and touches no key.
@@ -450,11 +440,7 @@ impl Run {
             } => {
                 let key = &stream[key.0..key.1];
                 let value = &stream[value.0..value.1];
-                let exempt = matches!(
-                    command,
-                    Opcode::SaslListMechs | Opcode::SaslAuth | Opcode::SaslStep | Opcode::Version
-                );
-                if self.sasl.is_some() && !self.authenticated && !exempt {
+                if self.must_log_in(frame.opcode) {
                     assert_eq!(mine.len(), 1, "unauthenticated request answered {mine:?}");
                     check_error(&mine[0], frame.opcode, Status::AuthError);
                     return true;
