@@ -817,6 +817,93 @@ fn pipelined_large_answers_all_arrive_while_the_client_reads() {
     assert_eq!(r.opaque, FENCE);
 }
 
+/// Values from 16 KiB up go to the socket straight from the store (one writev with
+/// the answers queued before them). Pipelined with small answers, misses and quiet
+/// gets, read in small pieces with pauses so the socket often takes only part of a
+/// writev: every answer arrives whole and in order, and a SET between two GETs of the
+/// same key is seen by the second.
+#[test]
+fn large_values_written_from_the_store_arrive_whole_and_in_order() {
+    let _g = heavy();
+    let server = Server::pincache(&["-I", "2m"]);
+    let mut c = server.connect();
+    let sizes = [16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 100_000, 1_500_000];
+    let value = |k: usize, round: u8| -> Vec<u8> {
+        (0..sizes[k])
+            .map(|i| (i % 241) as u8 ^ round ^ k as u8)
+            .collect()
+    };
+    for k in 0..sizes.len() {
+        c.call(&set(format!("big{k}"), value(k, 0)))
+            .expect(op::SET, status::OK);
+    }
+    c.call(&set("small", "s")).expect(op::SET, status::OK);
+    let mut batch = Vec::new();
+    let mut expect: Vec<(u8, u32, Option<Vec<u8>>)> = Vec::new();
+    let mut opaque = 0;
+    for round in 0..12u8 {
+        for k in 0..sizes.len() {
+            batch.extend(get(op::GET, format!("big{k}")).opaque(opaque).encode());
+            expect.push((op::GET, opaque, Some(value(k, round))));
+            opaque += 1;
+            batch.extend(get(op::GETK, "small").opaque(opaque).encode());
+            expect.push((op::GETK, opaque, Some(b"s".to_vec())));
+            opaque += 1;
+            batch.extend(get(op::GETQ, "missing").opaque(opaque).encode());
+            opaque += 1; // a quiet miss: no answer
+        }
+        for k in 0..sizes.len() {
+            batch.extend(
+                set(format!("big{k}"), value(k, round + 1))
+                    .opaque(opaque)
+                    .encode(),
+            );
+            expect.push((op::SET, opaque, None));
+            opaque += 1;
+        }
+    }
+    batch.extend(noop().opaque(FENCE).encode());
+    expect.push((op::NOOP, FENCE, None));
+    // Write from another thread: the batch is larger than the socket buffers, and
+    // the server stops reading while its answers wait for us.
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&batch).unwrap());
+    let mut raw = Vec::new();
+    let mut chunk = vec![0u8; 7_001];
+    let mut reader = c.stream.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reads = 0u32;
+    let mut at = 0;
+    for (i, (opcode, opaque, value)) in expect.iter().enumerate() {
+        let r = loop {
+            if let Some((r, used)) = common::Response::parse(&raw[at..]) {
+                at += used;
+                break r;
+            }
+            let n = std::io::Read::read(&mut reader, &mut chunk).unwrap();
+            assert!(n > 0, "closed before answer {i}");
+            raw.extend_from_slice(&chunk[..n]);
+            reads += 1;
+            if reads.is_multiple_of(50) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        r.expect(*opcode, status::OK);
+        assert_eq!(r.opaque, *opaque, "answer {i} out of order");
+        if let Some(v) = value {
+            assert!(
+                r.value == *v,
+                "answer {i} (opaque {opaque}): wrong value of {} bytes",
+                v.len()
+            );
+        }
+    }
+    sender.join().unwrap();
+    assert_eq!(at, raw.len(), "bytes after the last answer");
+}
+
 #[test]
 fn idle_timeout_closes_idle_connections_only() {
     let server = Server::pincache(&["--idle-timeout", "1"]);

@@ -25,7 +25,7 @@ use libfuzzer_sys::fuzz_target;
 use pincache::protocol::header::{be16, be32, be64, RESPONSE_MAGIC};
 use pincache::protocol::request::{parse, Extras, Limits, ParseError};
 use pincache::protocol::{Opcode, Status, HEADER_LEN, MAX_KEY_LEN};
-use pincache::server::dispatch::{process, Context, Session};
+use pincache::server::dispatch::{process, Context, Direct, Session};
 use pincache::server::log_limit::LogLimit;
 use pincache::server::sasl::Sasl;
 use pincache::server::stats::{Settings, Stats, VERSION};
@@ -52,6 +52,38 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// Minimal xorshift: chunk sizes and clock jumps, reproducible from the input.
+/// Stands in for the client's socket: takes a random share of each write.
+struct Socket {
+    wire: Vec<u8>,
+    rng: Rng,
+}
+
+impl std::io::Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let take = match self.rng.below(4) {
+            0 => return Err(std::io::ErrorKind::WouldBlock.into()),
+            1 => self.rng.below(total + 1),
+            _ => total,
+        };
+        let mut left = take;
+        for b in bufs {
+            let n = left.min(b.len());
+            self.wire.extend_from_slice(&b[..n]);
+            left -= n;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -237,7 +269,20 @@ impl Run {
                     break;
                 }
                 out.clear();
+                // Large values go to a socket that takes a random part of each
+                // writev; what it took, then the queue, must read as the answers.
+                let mut socket = Socket {
+                    wire: Vec::new(),
+                    rng: Rng((self.rng.0 ^ base as u64) | 1),
+                };
+                let mut sent = 0;
+                let min_value = [1, 100, usize::MAX][self.rng.below(3)];
                 let progress = {
+                    let mut direct = Direct {
+                        socket: &mut socket,
+                        sent: &mut sent,
+                        min_value,
+                    };
                     let mut log = LogLimit::new(std::time::Instant::now());
                     let mut ctx = Context {
                         store: &mut self.store,
@@ -250,6 +295,7 @@ impl Run {
                     process(
                         &input,
                         &mut out,
+                        Some(&mut direct),
                         self.high_water,
                         &mut ctx,
                         &mut session,
@@ -258,7 +304,9 @@ impl Run {
                 };
                 assert!(progress.consumed <= input.len());
                 let end = base + progress.consumed;
-                next_frame = self.check_batch(&stream, &out, next_frame, end, progress.close);
+                let mut answers = std::mem::take(&mut socket.wire);
+                answers.extend_from_slice(&out[sent..]);
+                next_frame = self.check_batch(&stream, &answers, next_frame, end, progress.close);
                 assert_eq!(session.authenticated, self.authenticated);
                 if !progress.close && !progress.throttled && progress.consumed < input.len() {
                     // Stopped on an incomplete frame: the connection's buffer grows to
@@ -283,7 +331,7 @@ impl Run {
                     break;
                 }
                 assert!(
-                    progress.consumed > 0 || !out.is_empty(),
+                    progress.consumed > 0 || !answers.is_empty(),
                     "throttled without progress"
                 );
             }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use mio::net::{TcpStream, UnixStream};
 
-use super::dispatch::{self, Context, Session};
+use super::dispatch::{self, Context, Direct, Session};
 use crate::protocol::HEADER_LEN;
 
 /// The loop's one read buffer, shared by every connection: a socket is read into
@@ -20,6 +20,10 @@ const INPUT_KEEP_BYTES: usize = 16 * 1024;
 /// Stop parsing a connection's input while this much output waits to be sent:
 /// a client that never reads cannot grow our memory.
 pub const OUTPUT_HIGH_WATER_BYTES: usize = 256 * 1024;
+/// A GET answer's value this large goes to the socket with one writev instead
+/// of being copied into the output queue first (memcached sends values from the
+/// item too). Below it, one write for the whole batch costs less than a copy.
+pub const DIRECT_VALUE_BYTES: usize = 16 * 1024;
 /// Output capacity kept between batches; a larger buffer is given back once sent.
 const OUTPUT_KEEP_BYTES: usize = 64 * 1024;
 
@@ -52,6 +56,13 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
         }
     }
 
@@ -194,9 +205,15 @@ impl Connection {
             };
         }
         let high_water = self.out_start + OUTPUT_HIGH_WATER_BYTES;
+        let mut direct = Direct {
+            socket: &mut self.stream,
+            sent: &mut self.out_start,
+            min_value: DIRECT_VALUE_BYTES,
+        };
         let progress = dispatch::process(
             &data[at..],
             &mut self.output,
+            Some(&mut direct),
             high_water,
             ctx,
             &mut self.session,

@@ -2,13 +2,15 @@
 //! input is answered here, in order, straight into its output buffer; quiet-mode
 //! suppression is one step after execution.
 
+use std::io::{self, IoSlice, Write};
+
 use log::{debug, log_enabled, Level};
 
 use super::log_limit::LogLimit;
 use super::sasl::Sasl;
 use super::stats::{self, Settings, Stats, VERSION};
 use crate::protocol::request::{parse, Extras, Limits, ParseError, Request};
-use crate::protocol::response::{write_error, write_response};
+use crate::protocol::response::{write_error, write_header, write_response};
 use crate::protocol::{Opcode, Status};
 use crate::store::{Mode, Store, StoreError};
 
@@ -27,6 +29,47 @@ pub struct Context<'a> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Session {
     pub authenticated: bool,
+}
+
+/// The connection's socket, for values too large to be worth copying into the
+/// output queue: the queued answers and the value go out in one writev, and only
+/// what the socket does not take is copied.
+pub struct Direct<'a> {
+    pub socket: &'a mut dyn Write,
+    /// `out[..*sent]` has been written already.
+    pub sent: &'a mut usize,
+    /// Values of at least this many bytes are written directly.
+    pub min_value: usize,
+}
+
+impl Direct<'_> {
+    /// Queues `value` after `out`, writing what the socket takes now. The value
+    /// must be written before the store changes, hence not left borrowed.
+    fn send(&mut self, out: &mut Vec<u8>, value: &[u8], stats: &mut Stats) {
+        let queued = &out[*self.sent..];
+        let written = loop {
+            match self
+                .socket
+                .write_vectored(&[IoSlice::new(queued), IoSlice::new(value)])
+            {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Full, or broken: the copy below waits for the next flush, which
+                // also reports a broken socket.
+                Err(_) => break 0,
+            }
+        };
+        stats.bytes_written += written as u64;
+        if written >= queued.len() {
+            let taken = written - queued.len();
+            out.clear();
+            *self.sent = 0;
+            out.extend_from_slice(&value[taken..]);
+        } else {
+            *self.sent += written;
+            out.extend_from_slice(value);
+        }
+    }
 }
 
 /// What the connection should do after a batch.
@@ -49,6 +92,7 @@ pub struct Progress {
 pub fn process(
     input: &[u8],
     out: &mut Vec<u8>,
+    mut direct: Option<&mut Direct<'_>>,
     high_water: usize,
     ctx: &mut Context<'_>,
     session: &mut Session,
@@ -64,7 +108,7 @@ pub fn process(
         match parse(&input[pos..], &ctx.limits) {
             Ok((request, len)) => {
                 pos += len;
-                if execute(&request, ctx, session, out) == Flow::Close {
+                if execute(&request, ctx, session, out, direct.as_deref_mut()) == Flow::Close {
                     progress.close = true;
                     break;
                 }
@@ -173,6 +217,7 @@ fn execute(
     ctx: &mut Context<'_>,
     session: &mut Session,
     out: &mut Vec<u8>,
+    direct: Option<&mut Direct<'_>>,
 ) -> Flow {
     let mark = out.len();
     if must_authenticate(request.opcode, ctx, session) {
@@ -180,7 +225,7 @@ fn execute(
         write_error(out, request.opcode, request.opaque, Status::AuthError);
         return Flow::Close;
     }
-    let (status, flow) = run(request, ctx, session, out);
+    let (status, flow) = run(request, ctx, session, out, direct);
     if request.quiet && suppressed(request.command, status) {
         out.truncate(mark);
     }
@@ -242,10 +287,11 @@ fn run(
     ctx: &mut Context<'_>,
     session: &mut Session,
     out: &mut Vec<u8>,
+    direct: Option<&mut Direct<'_>>,
 ) -> (Status, Flow) {
     let status = match request.command {
         Opcode::Get | Opcode::GetK | Opcode::Gat | Opcode::GatK | Opcode::Touch => {
-            retrieve(request, ctx, out)
+            retrieve(request, ctx, out, direct)
         }
         Opcode::Set | Opcode::Add | Opcode::Replace => store(request, ctx, out),
         Opcode::Append | Opcode::Prepend => concat(request, ctx, out),
@@ -303,7 +349,12 @@ fn run(
 }
 
 /// GET / GETK / GAT / GATK / TOUCH (and their quiet forms).
-fn retrieve(request: &Request<'_>, ctx: &mut Context<'_>, out: &mut Vec<u8>) -> Status {
+fn retrieve(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    direct: Option<&mut Direct<'_>>,
+) -> Status {
     let touch = match request.extras {
         Extras::Touch { exptime } => Some(exptime),
         _ => None,
@@ -353,16 +404,37 @@ fn retrieve(request: &Request<'_>, ctx: &mut Context<'_>, out: &mut Vec<u8>) -> 
     } else {
         item.value
     };
-    write_response(
-        out,
-        request.opcode,
-        request.opaque,
-        Status::NoError,
-        item.cas,
-        &item.flags.to_be_bytes(),
-        key,
-        value,
-    );
+    let flags = item.flags.to_be_bytes();
+    match direct {
+        // A hit is never suppressed, so nothing will truncate what is sent here.
+        Some(direct) if value.len() >= direct.min_value => {
+            // Lengths as in write_response: extras 4, key <= 250, value < 4 GiB.
+            let body = flags.len() + key.len() + value.len();
+            write_header(
+                out,
+                request.opcode,
+                Status::NoError,
+                flags.len() as u8,
+                key.len() as u16,
+                body as u32,
+                request.opaque,
+                item.cas,
+            );
+            out.extend_from_slice(&flags);
+            out.extend_from_slice(key);
+            direct.send(out, value, ctx.stats);
+        }
+        _ => write_response(
+            out,
+            request.opcode,
+            request.opaque,
+            Status::NoError,
+            item.cas,
+            &flags,
+            key,
+            value,
+        ),
+    }
     Status::NoError
 }
 

@@ -522,6 +522,15 @@ pub struct Response {
 impl Response {
     /// Decode from a 24-byte header and its body. Panics if the lengths disagree, which
     /// is a server bug worth failing on.
+    /// Decodes the answer at the front of `bytes` if all of it is there; returns it
+    /// with the number of bytes it took.
+    pub fn parse(bytes: &[u8]) -> Option<(Response, usize)> {
+        let header: &[u8; 24] = bytes.get(..24)?.try_into().ok()?;
+        let body_len = u32::from_be_bytes(header[8..12].try_into().ok()?) as usize;
+        let body = bytes.get(24..24 + body_len)?.to_vec();
+        Some((Response::decode(header, body), 24 + body_len))
+    }
+
     pub fn decode(header: &[u8; 24], body: Vec<u8>) -> Response {
         let key_len = u16::from_be_bytes([header[2], header[3]]);
         let extras_len = header[4];
