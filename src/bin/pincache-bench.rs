@@ -16,7 +16,7 @@
 //! pincache-bench ring --server A --server B KEY... | -   (or: --print-ring-owner KEY...)
 //! pincache-bench ring --balance 10                     (or: --ring-balance 10)
 //! pincache-bench compare --pincache PATH [--memcached PATH] [--rounds 3]
-//!     [--workloads p1,p16,quiet,latency,memory,bound,hits] [--server-cpu 0 --client-cpu 1]
+//!     [--workloads p1,p16,quiet,latency,large,memory,bound,hits] [--server-cpu 0 --client-cpu 1]
 //! ```
 //!
 //! Several `--server`s are spread with a ketama ring placed exactly as libmemcached 1.x
@@ -1782,6 +1782,12 @@ fn measure(cfg: &Cfg, srv: &Server, errors: &mut u64) -> Res<Sample> {
     })
 }
 
+/// Server CPU time per operation: the figure for workloads where the bench, not
+/// the server, sets the pace (large values, which the bench checks byte by byte).
+fn server_us_per_op(s: &Sample) -> f64 {
+    s.server_cpu / 100.0 / s.value.max(1e-9) * 1e6
+}
+
 fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
     let mut base = Cfg {
         client_cpu: Some(1),
@@ -1795,7 +1801,7 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
         hits_mb: 64,
         item_size: 100,
     };
-    let mut workloads = "p1,p16,quiet,latency".to_string();
+    let mut workloads = "p1,p16,quiet,latency,large".to_string();
     for (k, v) in flags {
         let f = format!("--{k}");
         match k.as_str() {
@@ -1830,7 +1836,7 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
     let mut rows: Vec<String> = Vec::new();
     let mut errors = 0u64;
     let mut p1_max: Vec<f64> = vec![0.0; kinds.len()];
-    let throughput = ["p1", "p16", "quiet", "latency"];
+    let throughput = ["p1", "p16", "quiet", "latency", "large"];
     let mut servers: Vec<Server> = Vec::new();
     if wl.iter().any(|w| throughput.contains(&w.as_str())) {
         for (name, path) in &kinds {
@@ -1882,6 +1888,29 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
                     variants.push((format!("latency@{:.0}%", frac * 100.0), c));
                 }
             }
+            "large" => {
+                // Its own keys, so the 32-byte keyspace of the others stays as it was.
+                let c = Cfg {
+                    keys: 2_000,
+                    value: ValueSpec {
+                        min: 100_000,
+                        max: 100_000,
+                    },
+                    key_prefix: "large:".into(),
+                    ..p1
+                };
+                for srv in &servers {
+                    let fill = Cfg {
+                        servers: vec![format!("127.0.0.1:{}", srv.port)],
+                        ..c.clone()
+                    };
+                    let st = run_phase(&Plan::new(fill_cfg(&fill, c.keys))?, &mut |_| {})?;
+                    if shout_errors(&st, "prefill") {
+                        errors += st.errors;
+                    }
+                }
+                variants.push(("large".into(), c));
+            }
             "memory" | "bound" | "hits" => {
                 let r = compare_memory(w, &kinds, &base, rounds, server_cpu, &mo, &mut errors)?;
                 rows.extend(r);
@@ -1917,7 +1946,10 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
                 if label == "p1" {
                     *max = v;
                 }
-                cells.push(if c.rate > 0.0 {
+                let large = label == "large";
+                cells.push(if large {
+                    format!("{v:.0} ops/s, {:.1} µs", med(i, &server_us_per_op))
+                } else if c.rate > 0.0 {
                     format!(
                         "{:.0} / {:.0} / {:.0}",
                         med(i, &|s| s.lat[0]),
@@ -1929,7 +1961,12 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
                 });
             }
             let ratio = if kinds.len() == 2 {
-                if c.rate > 0.0 {
+                if label == "large" {
+                    format!(
+                        "{:.2} (server µs/op)",
+                        med(0, &server_us_per_op) / med(1, &server_us_per_op).max(1e-9)
+                    )
+                } else if c.rate > 0.0 {
                     format!(
                         "{:.2} (p99)",
                         med(0, &|s| s.lat[1]) / med(1, &|s| s.lat[1]).max(1e-9)
@@ -1949,7 +1986,9 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
                     .collect::<Vec<_>>()
                     .join(" / ")
             };
-            let fig = if c.rate > 0.0 {
+            let fig = if label == "large" {
+                "ops/s, server CPU µs per op (100 KB values)".to_string()
+            } else if c.rate > 0.0 {
                 format!("p50/p99/p99.9 µs at {:.0}/s", c.rate)
             } else {
                 figure.to_string()
@@ -2155,7 +2194,7 @@ fn usage() -> &'static str {
   hits:    --keys N --zipf 0.99: gets with set-on-miss, reports the hit ratio
   any:     --ops N --warmup-ops W: count-based instead of timed (checked, W not counted)
   ring:    --server A --server B KEY... (or - for stdin) | --balance N   [--ring-mode M]
-  compare: --pincache PATH [--memcached PATH] [--rounds 3] [--workloads p1,p16,quiet,latency,memory,bound,hits]
+  compare: --pincache PATH [--memcached PATH] [--rounds 3] [--workloads p1,p16,quiet,latency,large,memory,bound,hits]
            [--server-cpu 0 --client-cpu 1] [--duration 5] [--memory-mb 1024 --bound-mb 64 --hits-mb 64]
            [--items 1000000 --item-size 100] (memory: --items sets of --item-size bytes)"
 }
