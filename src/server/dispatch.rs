@@ -45,6 +45,8 @@ pub struct Direct<'a> {
 impl Direct<'_> {
     /// Queues `value` after `out`, writing what the socket takes now. The value
     /// must be written before the store changes, hence not left borrowed.
+    #[cold]
+    #[inline(never)]
     fn send(&mut self, out: &mut Vec<u8>, value: &[u8], stats: &mut Stats) {
         let queued = &out[*self.sent..];
         let written = loop {
@@ -405,35 +407,24 @@ fn retrieve(
         item.value
     };
     let flags = item.flags.to_be_bytes();
+    // Lengths as in write_response: extras 4, key <= 250, value < 4 GiB.
+    let body = flags.len() + key.len() + value.len();
+    write_header(
+        out,
+        request.opcode,
+        Status::NoError,
+        flags.len() as u8,
+        key.len() as u16,
+        body as u32,
+        request.opaque,
+        item.cas,
+    );
+    out.extend_from_slice(&flags);
+    out.extend_from_slice(key);
     match direct {
         // A hit is never suppressed, so nothing will truncate what is sent here.
-        Some(direct) if value.len() >= direct.min_value => {
-            // Lengths as in write_response: extras 4, key <= 250, value < 4 GiB.
-            let body = flags.len() + key.len() + value.len();
-            write_header(
-                out,
-                request.opcode,
-                Status::NoError,
-                flags.len() as u8,
-                key.len() as u16,
-                body as u32,
-                request.opaque,
-                item.cas,
-            );
-            out.extend_from_slice(&flags);
-            out.extend_from_slice(key);
-            direct.send(out, value, ctx.stats);
-        }
-        _ => write_response(
-            out,
-            request.opcode,
-            request.opaque,
-            Status::NoError,
-            item.cas,
-            &flags,
-            key,
-            value,
-        ),
+        Some(direct) if value.len() >= direct.min_value => direct.send(out, value, ctx.stats),
+        _ => out.extend_from_slice(value),
     }
     Status::NoError
 }
