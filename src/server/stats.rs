@@ -246,6 +246,7 @@ fn slabs_group(w: &mut StatWriter<'_>, store: &Store) {
     w.stat("segments_used", st.segments_used);
     w.stat("segments_free", st.segments_free);
     w.stat("segments_compacted", st.segments_compacted);
+    w.stat("segments_released", st.segments_released);
     w.stat("segments_expired", st.segments_expired);
     w.stat("items_kept_by_compaction", st.items_kept);
     w.stat("live_bytes", st.bytes);

@@ -105,6 +105,9 @@ pub struct StoreStats {
     pub limit_maxbytes: u64,
     pub item_size_max: u64,
     pub segments_compacted: u64,
+    /// Free segments whose pages were handed back to the OS (to make room for the
+    /// index); other free segments stay resident and are reused first.
+    pub segments_released: u64,
     pub items_kept: u64,
     pub segments_expired: u64,
 }
@@ -156,7 +159,12 @@ pub struct Store {
     /// any of them (0 while the arena is at most 4 GiB).
     align_shift: u32,
     segments: Vec<Segment>,
+    /// Free segments whose pages were handed back to the OS.
     free: Vec<u32>,
+    /// Free segments whose pages are still resident: reused first, so that a cache
+    /// turning over its memory does not fault every page in again (a 100 KB SET
+    /// would take 25 page faults). Handed back only when the index needs the room.
+    warm: Vec<u32>,
     /// Sealed segments, oldest first, with the epoch they were sealed in.
     fifo: VecDeque<(u32, u32)>,
     tails: [Option<u32>; TTL_BUCKETS],
@@ -215,6 +223,7 @@ impl Store {
             align_shift,
             segments: vec![Segment::FREE; count],
             free: (0..count as u32).rev().collect(),
+            warm: Vec::with_capacity(count),
             fifo: VecDeque::with_capacity(count),
             tails: [None; TTL_BUCKETS],
             committed: 0,
@@ -566,7 +575,7 @@ impl Store {
                 self.stats.bytes
             ));
         }
-        let held = self.committed * self.segment_len + self.index_bytes();
+        let held = self.resident() * self.segment_len + self.index_bytes();
         if self.committed > 1 && held > self.memory_limit + self.index_bytes() {
             return Err(format!(
                 "holding {held} bytes over limit {}",
@@ -693,7 +702,10 @@ impl Store {
         }
         let current = self.index_bytes();
         let needed = current * 3;
-        while self.committed * self.segment_len + needed > self.memory_limit {
+        while self.resident() * self.segment_len + needed > self.memory_limit {
+            if self.cool_one() {
+                continue;
+            }
             let victim = self.next_victim().ok_or(StoreError::OutOfMemory)?;
             self.compact(victim, true);
             self.free_segment(victim);
@@ -750,17 +762,20 @@ impl Store {
     /// An open segment with at least `len` bytes free after its write position:
     /// a free one while the limit allows, else the oldest, compacted.
     fn take_segment(&mut self, len: usize) -> Result<u32, StoreError> {
-        if self.committed < self.segments_allowed() {
-            if let Some(id) = self.free.pop() {
-                self.committed += 1;
-                let segment = &mut self.segments[id as usize];
-                *segment = Segment {
-                    state: State::Open,
-                    epoch: segment.epoch.wrapping_add(1),
-                    ..Segment::FREE
-                };
-                return Ok(id);
-            }
+        let spare = match self.warm.pop() {
+            Some(id) => Some(id),
+            None if self.resident() < self.segments_allowed() => self.free.pop(),
+            None => None,
+        };
+        if let Some(id) = spare {
+            self.committed += 1;
+            let segment = &mut self.segments[id as usize];
+            *segment = Segment {
+                state: State::Open,
+                epoch: segment.epoch.wrapping_add(1),
+                ..Segment::FREE
+            };
+            return Ok(id);
         }
         let mut attempts = 0;
         loop {
@@ -912,9 +927,25 @@ impl Store {
             self.tails[bucket] = None;
         }
         self.committed -= 1;
-        self.free.push(id);
+        // Still counted against the limit as resident memory, as it was while used.
+        self.warm.push(id);
+    }
+
+    /// Hands a warm free segment's pages back to the OS; false if there is none.
+    fn cool_one(&mut self) -> bool {
+        let Some(id) = self.warm.pop() else {
+            return false;
+        };
         self.arena
             .release(id as usize * self.segment_len, self.segment_len);
+        self.free.push(id);
+        self.stats.segments_released += 1;
+        true
+    }
+
+    /// Segments whose pages may be resident: in use, or free but warm.
+    fn resident(&self) -> usize {
+        self.committed + self.warm.len()
     }
 
     /// Picks a wholly expired segment to unlink, if there is one.
