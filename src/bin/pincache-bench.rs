@@ -32,8 +32,10 @@
 //! round by round and prints medians, ratios and both sides' %CPU (from /proc), so a
 //! figure where the bench itself was at 100% can be told apart. `latency` offers 50% and
 //! 80% of memcached's `p1` rate with up to 16 requests in flight per connection, so sends
-//! are not held back by slow responses. `memory`, `bound` and `hits` start a fresh server
-//! per round (RSS from /proc/PID/status, items from the binary STAT command).
+//! are not held back by slow responses. `large` is `p1` with 100 KB values on its own
+//! 2,000 keys; the bench is its bottleneck, so its figure is the server's CPU time per
+//! request. `memory`, `bound` and `hits` start a fresh server per round (RSS from
+//! /proc/PID/status, items from the binary STAT command).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
