@@ -195,6 +195,24 @@ impl Gen {
         }
     }
 
+    /// Counters stay below 2^63 in these streams. memcached 1.6.18 reads a stored
+    /// number of 2^63 or more as negative and then looks for a '-' with strchr, past the
+    /// value's end into whatever the slab chunk held before, so whether it answers the
+    /// next INCR/DECR with 0x0006 depends on old memory: it disagrees with itself from
+    /// run to run (seen: 1 run in 30 failed). DECR may still use huge deltas (it stops
+    /// at 0); INCR's largest delta would need 2^22 steps to reach 2^63. The
+    /// handcrafted stream keeps one wrap past u64::MAX.
+    fn counter_delta(&mut self, opcode: u8) -> u64 {
+        let decrement = opcode == op::DECREMENT || opcode == op::DECREMENTQ;
+        match self.rng.below(10) {
+            0 if decrement => u64::MAX,
+            1 if decrement => 1 << 63,
+            0 | 1 => 1 << 40,
+            2 => 0,
+            _ => self.rng.range(1, 100),
+        }
+    }
+
     fn numeric_value(&mut self) -> Vec<u8> {
         let choices: [&[u8]; 16] = [
             b"0",
@@ -203,8 +221,9 @@ impl Gen {
             b"10",
             b"99",
             b"100",
-            b"18446744073709551615",
-            b"18446744073709551614",
+            // Large, but below 2^63: see `counter_delta`.
+            b"4611686018427387904",
+            b"4611686018427387903",
             b"18446744073709551616", // overflows: non-numeric
             b" 12",
             b"+7",
@@ -320,15 +339,9 @@ impl Gen {
                     _ => q(op::DECREMENT, op::DECREMENTQ),
                 };
                 let key = self.key(numeric);
-                let delta = match self.rng.below(10) {
-                    0 => u64::MAX,
-                    1 => 1 << 63,
-                    2 => 0,
-                    _ => self.rng.range(1, 100),
-                };
-                // Not u64::MAX as the initial value: memcached 1.6.18 then sometimes
-                // answers a later INCR on that counter with 0x0006 and sometimes not
-                // (it disagrees with itself); tests/protocol.rs covers that case.
+                let delta = self.counter_delta(opcode);
+                // Not u64::MAX as the initial value (see `counter_delta`);
+                // tests/protocol.rs covers that case.
                 let initial = match self.rng.below(4) {
                     0 => u64::MAX / 3,
                     1 => 0,
