@@ -2002,6 +2002,24 @@ fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
                 cpu(&|s| s.bench_cpu)
             );
             println!("  median: {row}");
+            if kinds.len() == 2 {
+                // The spread says how far one run's ratio can be trusted.
+                let figure = |s: &Sample| {
+                    if label == "large" {
+                        server_us_per_op(s)
+                    } else if c.rate > 0.0 {
+                        s.lat[1]
+                    } else {
+                        s.value
+                    }
+                };
+                let per_round: Vec<String> = samples[0]
+                    .iter()
+                    .zip(&samples[1])
+                    .map(|(a, b)| format!("{:.2}", figure(a) / figure(b).max(1e-9)))
+                    .collect();
+                println!("  ratio per round: {}", per_round.join(" "));
+            }
             rows.push(row);
         }
     }
