@@ -90,7 +90,9 @@ pub struct Progress {
 }
 
 /// Answers every complete request at the front of `input` until the output holds
-/// `high_water` bytes or more. `peer` names the client in the log.
+/// `high_water` bytes or more. With `direct`, large GET values go to the socket
+/// as they are answered (so `out` may shrink); without, everything is queued in
+/// `out`. `peer` names the client in the log.
 pub fn process(
     input: &[u8],
     out: &mut Vec<u8>,
