@@ -375,23 +375,6 @@ fn pylibmc_ketama_places_keys_where_the_bench_ring_says_and_survives_a_stopped_i
 // --cpu
 // ---------------------------------------------------------------------------------------
 
-/// A `stat` group (`settings`, ...) as (name, value) pairs.
-fn stats_group(c: &mut Client, group: &str) -> Vec<(String, String)> {
-    c.send(&Request::new(op::STAT).key(group));
-    let mut out = Vec::new();
-    loop {
-        let r = c.recv();
-        r.expect(op::STAT, status::OK);
-        if r.key.is_empty() {
-            return out;
-        }
-        out.push((
-            String::from_utf8_lossy(&r.key).into_owned(),
-            String::from_utf8_lossy(&r.value).into_owned(),
-        ));
-    }
-}
-
 /// The `Cpus_allowed_list` of a process.
 fn cpus_allowed(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -421,7 +404,7 @@ fn cpu_0_pins_the_process_and_stats_settings_shows_it() {
         core,
         "the process runs on core {core} only"
     );
-    let settings = stats_group(&mut server.connect(), "settings");
+    let settings = server.connect().stats_group("settings");
     let cpu = settings.iter().find(|(k, _)| k == "cpu");
     assert_eq!(
         cpu.map(|(_, v)| v.as_str()),
@@ -439,7 +422,7 @@ fn cpu_0_pins_the_process_and_stats_settings_shows_it() {
 #[test]
 fn unpinned_server_shows_no_cpu_in_stats_settings() {
     let server = Server::pincache(&[]);
-    let settings = stats_group(&mut server.connect(), "settings");
+    let settings = server.connect().stats_group("settings");
     let cpu = settings.iter().find(|(k, _)| k == "cpu");
     assert_eq!(
         cpu.map(|(_, v)| v.as_str()),

@@ -57,17 +57,6 @@ fn pincache_with_sasl() -> (Server, TempDir) {
     (server, dir)
 }
 
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// memcached with `-S`, its Cyrus SASL configured (SASL_CONF_PATH) for PLAIN against a
 /// sasldb holding `USER:PASSWORD`. `None` after a loud message when a tool is missing.
 fn memcached_with_sasl() -> Option<(Server, TempDir)> {
@@ -105,7 +94,7 @@ fn memcached_with_sasl() -> Option<(Server, TempDir)> {
         assert!(child.wait().unwrap().success(), "saslpasswd2 failed");
     }
     let conf = dir.path().to_path_buf();
-    let root = running_as_root();
+    let root = common::running_as_root();
     let server = Server::custom("memcached", |port| {
         let mut cmd = Command::new("memcached");
         cmd.args([

@@ -178,7 +178,7 @@ pub fn missing_tool(tool: &str, install_hint: &str) {
     eprintln!();
 }
 
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -924,7 +924,14 @@ impl Client {
     /// The general stats as (name, value) pairs, read up to the terminating packet.
     #[track_caller]
     pub fn stats(&mut self) -> Vec<(String, String)> {
-        self.send(&Request::new(op::STAT));
+        self.stats_group("")
+    }
+
+    /// A `stat` group (`settings`, ...; "" for the general stats) as (name, value)
+    /// pairs, read up to the terminating packet.
+    #[track_caller]
+    pub fn stats_group(&mut self, group: &str) -> Vec<(String, String)> {
+        self.send(&Request::new(op::STAT).key(group));
         let mut out = Vec::new();
         loop {
             let r = self.recv();
