@@ -1,5 +1,7 @@
 //! Command-line flags with memcached's spellings, their defaults, and validation
-//! that names the offending flag.
+//! that names the offending flag. Every flag is one row of `FLAGS`: its spellings, its
+//! value, its help line and how it sets `Config`; usage, parsing and the README's flags
+//! table all come from that row.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,30 +12,6 @@ pub const ITEM_SIZE_MAX_DEFAULT: usize = 1 << 20;
 pub const ITEM_SIZE_MAX_MIN: usize = 1024;
 /// Largest `-I`: segments must hold one item, and 128 MiB is memcached's cap too.
 pub const ITEM_SIZE_MAX_MAX: usize = 128 << 20;
-
-pub const USAGE: &str = "\
-pincache: a memcached-compatible cache server (binary protocol), one thread per process
-
-Usage: pincache [OPTIONS]
-
-  -p, --port <num>            TCP port to listen on (default 11211; 0 = any free port)
-  -l, --listen <addr>         address to listen on (default 127.0.0.1; 0.0.0.0 opens it)
-  -s, --unix-socket <path>    listen on a unix socket instead of TCP
-  -a, --unix-mask <mask>      permissions of the unix socket, octal (default 0700)
-  -m, --memory-limit <mb>     item memory in megabytes, index included (default 64)
-  -c, --conn-limit <num>      most simultaneous connections (default 1024)
-  -I, --max-item-size <size>  largest item, e.g. 1m, 512k (default 1m, at most 128m)
-  -t, --threads <num>         only 1: pincache is one thread; run one process per core
-  -U, --udp-port <num>        only 0: UDP is not served
-  -S, --enable-sasl           require SASL PLAIN authentication
-      --sasl-pwdb <path>      user:password lines (or MEMCACHED_SASL_PWDB)
-      --idle-timeout <secs>   close connections idle this long (default 0 = never)
-  -o idle_timeout=<secs>      the same, memcached's spelling
-      --cpu <core>            pin the process to this CPU core
-  -v, -vv, -vvv               log more (RUST_LOG also works)
-  -h, --help                  this text
-  -V, --version               print the version
-";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -97,6 +75,214 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl std::error::Error for ConfigError {}
+
+/// Sets a `Config` field from the flag as spelled and its value.
+type Setter = fn(&mut Config, &str, &str) -> Result<(), ConfigError>;
+
+/// What a flag does when it is given.
+pub enum Action {
+    /// Takes a value (the next argument, `--flag=value` or `-fVALUE`).
+    Value(Setter),
+    /// Takes no value; called with the flag as spelled.
+    Switch(fn(&mut Config, &str)),
+    Help,
+    Version,
+}
+
+/// One command-line flag.
+pub struct Flag {
+    /// Every accepted spelling, the short (memcached's) one first.
+    pub names: &'static [&'static str],
+    /// How the value is shown in the usage text; `None` for a switch.
+    pub value: Option<&'static str>,
+    /// One line for `--help` and the README.
+    pub help: &'static str,
+    pub action: Action,
+}
+
+/// Every flag pincache accepts, in the order `--help` lists them.
+pub const FLAGS: &[Flag] = &[
+    Flag {
+        names: &["-p", "--port"],
+        value: Some("<num>"),
+        help: "TCP port to listen on (default 11211; 0 = any free port)",
+        action: Action::Value(|c, flag, v| {
+            c.port = number(flag, v)?;
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-l", "--listen"],
+        value: Some("<addr>"),
+        help: "address to listen on (default 127.0.0.1; 0.0.0.0 opens it)",
+        action: Action::Value(|c, _, v| {
+            c.listen = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-s", "--unix-socket"],
+        value: Some("<path>"),
+        help: "listen on a unix socket instead of TCP",
+        action: Action::Value(|c, _, v| {
+            c.unix_socket = Some(PathBuf::from(v));
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-a", "--unix-mask"],
+        value: Some("<mask>"),
+        help: "permissions of the unix socket, octal (default 0700)",
+        action: Action::Value(set_unix_mask),
+    },
+    Flag {
+        names: &["-m", "--memory-limit"],
+        value: Some("<mb>"),
+        help: "item memory in megabytes, index included (default 64)",
+        action: Action::Value(|c, flag, v| {
+            c.memory_limit_mb = at_least_one(flag, v, "must be at least 1 (megabyte)")?;
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-c", "--conn-limit"],
+        value: Some("<num>"),
+        help: "most simultaneous connections (default 1024)",
+        action: Action::Value(|c, flag, v| {
+            c.conn_limit = at_least_one(flag, v, "must be at least 1")?;
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-I", "--max-item-size"],
+        value: Some("<size>"),
+        help: "largest item, e.g. 1m, 512k (default 1m, at most 128m)",
+        action: Action::Value(set_item_size_max),
+    },
+    Flag {
+        names: &["-t", "--threads"],
+        value: Some("<num>"),
+        help: "only 1: pincache is one thread; run one process per core",
+        action: Action::Value(|_, flag, v| {
+            match number::<usize>(flag, v)? {
+            1 => Ok(()),
+            _ => Err(error(
+                flag,
+                "pincache is single-threaded: only 1 is accepted; run one process per core (see README)",
+            )),
+        }
+        }),
+    },
+    Flag {
+        names: &["-U", "--udp-port"],
+        value: Some("<num>"),
+        help: "only 0: UDP is not served",
+        action: Action::Value(|_, flag, v| match number::<u16>(flag, v)? {
+            0 => Ok(()),
+            _ => Err(error(flag, "UDP is not served: only 0 is accepted")),
+        }),
+    },
+    Flag {
+        names: &["-S", "--enable-sasl"],
+        value: None,
+        help: "require SASL PLAIN authentication",
+        action: Action::Switch(|c, _| c.sasl = true),
+    },
+    Flag {
+        names: &["--sasl-pwdb"],
+        value: Some("<path>"),
+        help: "user:password lines (or MEMCACHED_SASL_PWDB)",
+        action: Action::Value(|c, _, v| {
+            c.sasl_pwdb = Some(PathBuf::from(v));
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["--idle-timeout"],
+        value: Some("<secs>"),
+        help: "close connections idle this long (default 0 = never)",
+        action: Action::Value(|c, flag, v| {
+            c.idle_timeout_secs = number(flag, v)?;
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-o", "--extended"],
+        value: Some("idle_timeout=<secs>"),
+        help: "memcached's spelling of --idle-timeout",
+        action: Action::Value(set_extended),
+    },
+    Flag {
+        names: &["--cpu"],
+        value: Some("<core>"),
+        help: "pin the process to this CPU core",
+        action: Action::Value(|c, flag, v| {
+            c.cpu = Some(number(flag, v)?);
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-v", "-vv", "-vvv", "--verbose"],
+        value: None,
+        help: "log more (RUST_LOG also works)",
+        action: Action::Switch(|c, flag| {
+            // "-vv" is two steps, as memcached counts them; "--verbose" is one.
+            let steps = if flag.starts_with("--") {
+                1
+            } else {
+                flag.len() - 1
+            };
+            c.verbosity = c.verbosity.saturating_add(steps as u8);
+        }),
+    },
+    Flag {
+        names: &["-h", "--help"],
+        value: None,
+        help: "this text",
+        action: Action::Help,
+    },
+    Flag {
+        names: &["-V", "--version"],
+        value: None,
+        help: "print the version",
+        action: Action::Version,
+    },
+];
+
+/// The `--help` text, built from `FLAGS`.
+pub fn usage() -> String {
+    let mut text = String::from(
+        "pincache: a memcached-compatible cache server (binary protocol), one thread per process\n\n\
+         Usage: pincache [OPTIONS]\n\n",
+    );
+    for flag in FLAGS {
+        let spelled = flag_synopsis(flag);
+        // Help starts in column 30; a longer synopsis gets its own line.
+        if spelled.len() <= 26 {
+            text.push_str(&format!("  {spelled:<28}{}\n", flag.help));
+        } else {
+            text.push_str(&format!("  {spelled}\n{:30}{}\n", "", flag.help));
+        }
+    }
+    text
+}
+
+/// How a flag is shown: its spellings, then its value, e.g. "-p, --port <num>". Flags
+/// with no short form are indented so the long forms line up.
+pub fn flag_synopsis(flag: &Flag) -> String {
+    let indent = if flag.names[0].starts_with("--") {
+        "    "
+    } else {
+        ""
+    };
+    let names = flag.names.join(", ");
+    match flag.value {
+        Some(value) => format!("{indent}{names} {value}"),
+        None => format!("{indent}{names}"),
+    }
+}
+
 fn error(flag: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         flag: flag.to_string(),
@@ -108,6 +294,51 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, ConfigErro
     value
         .parse()
         .map_err(|_| error(flag, format!("'{value}' is not a valid number")))
+}
+
+/// A count that must not be zero (`-m`, `-c`).
+fn at_least_one(flag: &str, value: &str, reason: &str) -> Result<usize, ConfigError> {
+    match number(flag, value)? {
+        0 => Err(error(flag, reason)),
+        n => Ok(n),
+    }
+}
+
+fn set_unix_mask(config: &mut Config, flag: &str, value: &str) -> Result<(), ConfigError> {
+    config.unix_mask = u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| error(flag, format!("'{value}' is not an octal mask")))?;
+    Ok(())
+}
+
+fn set_item_size_max(config: &mut Config, flag: &str, value: &str) -> Result<(), ConfigError> {
+    config.item_size_max = parse_size(flag, value)?;
+    if config.item_size_max < ITEM_SIZE_MAX_MIN {
+        return Err(error(flag, "must be at least 1k"));
+    }
+    if config.item_size_max > ITEM_SIZE_MAX_MAX {
+        return Err(error(flag, "must be at most 128m"));
+    }
+    Ok(())
+}
+
+/// memcached's `-o name=value,...`; only `idle_timeout` means something here.
+fn set_extended(config: &mut Config, flag: &str, value: &str) -> Result<(), ConfigError> {
+    for option in value.split(',') {
+        match option.split_once('=') {
+            Some(("idle_timeout", secs)) => {
+                config.idle_timeout_secs = number("-o idle_timeout", secs)?
+            }
+            _ => {
+                return Err(error(
+                    flag,
+                    format!("unsupported option '{option}' (only idle_timeout)"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses a size with an optional k/m/g suffix (memcached's `-I` syntax).
@@ -124,6 +355,10 @@ pub fn parse_size(flag: &str, value: &str) -> Result<usize, ConfigError> {
         .ok_or_else(|| error(flag, format!("'{value}' is too large")))
 }
 
+fn find(name: &str) -> Option<&'static Flag> {
+    FLAGS.iter().find(|flag| flag.names.contains(&name))
+}
+
 /// Parses the arguments after the program name.
 pub fn parse_args<I, S>(args: I) -> Result<Command, ConfigError>
 where
@@ -131,92 +366,32 @@ where
     S: Into<String>,
 {
     let mut config = Config::default();
-    let mut args = args.into_iter().map(Into::into).peekable();
+    let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
         // Accept "--flag=value" and "-pVALUE" as well as "--flag value".
-        let (flag, inline) = split_flag(&arg);
-        let mut value = |name: &str| -> Result<String, ConfigError> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => args.next().ok_or_else(|| error(name, "needs a value")),
-            }
+        let (name, inline) = split_flag(&arg);
+        let Some(flag) = find(&name) else {
+            return Err(error(&arg, "unknown flag (see --help)"));
         };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "-p" | "--port" => config.port = number(&flag, &value(&flag)?)?,
-            "-l" | "--listen" => config.listen = value(&flag)?,
-            "-s" | "--unix-socket" => config.unix_socket = Some(PathBuf::from(value(&flag)?)),
-            "-a" | "--unix-mask" => {
-                let v = value(&flag)?;
-                config.unix_mask = u32::from_str_radix(&v, 8)
-                    .ok()
-                    .filter(|m| *m <= 0o777)
-                    .ok_or_else(|| error(&flag, format!("'{v}' is not an octal mask")))?;
+        match &flag.action {
+            Action::Help => return Ok(Command::Help),
+            Action::Version => return Ok(Command::Version),
+            Action::Switch(set) => set(&mut config, &name),
+            Action::Value(set) => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => args.next().ok_or_else(|| error(&name, "needs a value"))?,
+                };
+                set(&mut config, &name, &value)?;
             }
-            "-m" | "--memory-limit" => {
-                config.memory_limit_mb = number(&flag, &value(&flag)?)?;
-                if config.memory_limit_mb == 0 {
-                    return Err(error(&flag, "must be at least 1 (megabyte)"));
-                }
-            }
-            "-c" | "--conn-limit" => {
-                config.conn_limit = number(&flag, &value(&flag)?)?;
-                if config.conn_limit == 0 {
-                    return Err(error(&flag, "must be at least 1"));
-                }
-            }
-            "-I" | "--max-item-size" => {
-                let v = value(&flag)?;
-                config.item_size_max = parse_size(&flag, &v)?;
-                if config.item_size_max < ITEM_SIZE_MAX_MIN {
-                    return Err(error(&flag, "must be at least 1k"));
-                }
-                if config.item_size_max > ITEM_SIZE_MAX_MAX {
-                    return Err(error(&flag, "must be at most 128m"));
-                }
-            }
-            "-t" | "--threads" => {
-                let n: usize = number(&flag, &value(&flag)?)?;
-                if n != 1 {
-                    return Err(error(
-                        &flag,
-                        "pincache is single-threaded: only 1 is accepted; run one process per core (see README)",
-                    ));
-                }
-            }
-            "-U" | "--udp-port" => {
-                let n: u16 = number(&flag, &value(&flag)?)?;
-                if n != 0 {
-                    return Err(error(&flag, "UDP is not served: only 0 is accepted"));
-                }
-            }
-            "-S" | "--enable-sasl" => config.sasl = true,
-            "--sasl-pwdb" => config.sasl_pwdb = Some(PathBuf::from(value(&flag)?)),
-            "--idle-timeout" => config.idle_timeout_secs = number(&flag, &value(&flag)?)?,
-            "-o" | "--extended" => {
-                let v = value(&flag)?;
-                for option in v.split(',') {
-                    match option.split_once('=') {
-                        Some(("idle_timeout", secs)) => {
-                            config.idle_timeout_secs = number("-o idle_timeout", secs)?
-                        }
-                        _ => {
-                            return Err(error(
-                                &flag,
-                                format!("unsupported option '{option}' (only idle_timeout)"),
-                            ))
-                        }
-                    }
-                }
-            }
-            "--cpu" => config.cpu = Some(number(&flag, &value(&flag)?)?),
-            "-v" | "--verbose" => config.verbosity = config.verbosity.saturating_add(1),
-            "-vv" => config.verbosity = config.verbosity.saturating_add(2),
-            "-vvv" => config.verbosity = config.verbosity.saturating_add(3),
-            _ => return Err(error(&arg, "unknown flag (see --help)")),
         }
     }
+    check(&mut config)?;
+    Ok(Command::Run(config))
+}
+
+/// Rules between flags, checked once every flag is read.
+fn check(config: &mut Config) -> Result<(), ConfigError> {
     if config.item_size_max > config.memory_limit_bytes() / 2 {
         return Err(error(
             "-I",
@@ -232,7 +407,7 @@ where
             ));
         }
     }
-    Ok(Command::Run(config))
+    Ok(())
 }
 
 /// Splits "--flag=value" and "-pVALUE" into flag and inline value.
@@ -243,8 +418,8 @@ fn split_flag(arg: &str) -> (String, Option<String>) {
         }
         return (arg.to_string(), None);
     }
-    let takes_value = ["-p", "-l", "-s", "-a", "-m", "-c", "-I", "-t", "-U", "-o"];
-    if arg.len() > 2 && takes_value.contains(&&arg[..2]) {
+    let takes_value = |short: &str| find(short).is_some_and(|flag| flag.value.is_some());
+    if arg.len() > 2 && arg.is_char_boundary(2) && takes_value(&arg[..2]) {
         return (arg[..2].to_string(), Some(arg[2..].to_string()));
     }
     (arg.to_string(), None)
@@ -305,5 +480,40 @@ mod tests {
     fn help_and_version() {
         assert_eq!(parse_args(["-h"]).unwrap(), Command::Help);
         assert_eq!(parse_args(["--version"]).unwrap(), Command::Version);
+    }
+
+    #[test]
+    fn verbosity_counts_the_vs() {
+        assert_eq!(run(&["-v"]).unwrap().verbosity, 1);
+        assert_eq!(run(&["-vvv", "--verbose"]).unwrap().verbosity, 4);
+    }
+
+    #[test]
+    fn every_flag_is_in_the_usage_once() {
+        let text = usage();
+        let mut seen = std::collections::HashSet::new();
+        for flag in FLAGS {
+            for name in flag.names {
+                assert!(seen.insert(*name), "{name} is in two rows");
+            }
+            assert!(text.contains(&flag_synopsis(flag)), "{:?}", flag.names);
+            assert!(text.contains(flag.help), "{:?}", flag.names);
+        }
+    }
+
+    #[test]
+    fn only_value_flags_take_an_attached_value() {
+        // "-p1" is "-p 1"; "-S1" is not "-S" with a value.
+        assert_eq!(run(&["-p1"]).unwrap().port, 1);
+        assert_eq!(run(&["-S1"]).unwrap_err().flag, "-S1");
+        // Not a char boundary at byte 2: an unknown flag, not a panic.
+        assert_eq!(run(&["-é"]).unwrap_err().flag, "-é");
+        assert_eq!(run(&["-p"]).unwrap_err().reason, "needs a value");
+    }
+
+    #[test]
+    fn errors_are_std_errors() {
+        let err: Box<dyn std::error::Error> = Box::new(run(&["-c", "0"]).unwrap_err());
+        assert_eq!(err.to_string(), "pincache: -c: must be at least 1");
     }
 }

@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 
-use pincache::config::{parse_args, Command, USAGE};
+use pincache::config::{parse_args, usage, Command};
 use pincache::server::{log_start, Server};
 
 fn main() -> ExitCode {
     let config = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
-            print!("{USAGE}");
+            print!("{}", usage());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {

@@ -429,6 +429,13 @@ fn unpinned_server_shows_no_cpu_in_stats_settings() {
         Some("none"),
         "stats settings: {settings:?}"
     );
+    // No unix socket reads as memcached prints it: C's "NULL".
+    let socket = settings.iter().find(|(k, _)| k == "domain_socket");
+    assert_eq!(
+        socket.map(|(_, v)| v.as_str()),
+        Some("NULL"),
+        "stats settings: {settings:?}"
+    );
 }
 
 /// Runs pincache with `args`, which must make it exit on its own; (code, stderr).

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
+use pincache::config::Config;
 use pincache::protocol::header::{be16, be32, be64, RESPONSE_MAGIC};
 use pincache::protocol::request::{parse, Extras, Limits, ParseError};
 use pincache::protocol::{Opcode, Status, HEADER_LEN, MAX_KEY_LEN};
@@ -207,15 +208,12 @@ impl Run {
             settings: Settings {
                 started: Instant::now(),
                 port: 11211,
-                unix_socket: String::new(),
-                unix_mask: 0o700,
-                conn_limit: 1024,
-                item_size_max,
-                memory_limit,
-                sasl,
-                idle_timeout_secs: 0,
-                cpu: None,
-                verbosity: 0,
+                config: Config {
+                    memory_limit_mb: memory_limit >> 20,
+                    item_size_max,
+                    sasl,
+                    ..Config::default()
+                },
             },
             sasl: sasl.then(|| Sasl::from_lines(SASL_USERS)),
             limits,
@@ -358,10 +356,10 @@ impl Run {
             self.writes
         );
         assert!(
-            st.bytes <= self.settings.memory_limit as u64,
+            st.bytes <= self.settings.config.memory_limit_bytes() as u64,
             "{} bytes stored under a {} limit",
             st.bytes,
-            self.settings.memory_limit
+            self.settings.config.memory_limit_bytes()
         );
         assert_eq!(st.curr_items == 0, st.bytes == 0, "{st:?}");
     }
@@ -377,7 +375,7 @@ impl Run {
         end: usize,
         close: bool,
     ) -> usize {
-        let responses = split_responses(out, self.settings.item_size_max);
+        let responses = split_responses(out, self.settings.config.item_size_max);
         let mut r = 0;
         let mut next = first;
         let mut closed_by = None;

@@ -132,19 +132,7 @@ impl Server {
             settings: Settings {
                 started: now,
                 port,
-                unix_socket: config
-                    .unix_socket
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "NULL".to_string()),
-                unix_mask: config.unix_mask,
-                conn_limit: config.conn_limit,
-                item_size_max: config.item_size_max,
-                memory_limit: config.memory_limit_bytes(),
-                sasl: config.sasl,
-                idle_timeout_secs: config.idle_timeout_secs,
-                cpu: config.cpu,
-                verbosity: config.verbosity,
+                config: config.clone(),
             },
             sasl,
             limits: Limits {
@@ -361,8 +349,8 @@ impl Server {
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
         }
         if let Listener::Unix(_) = self.listener {
-            if self.settings.unix_socket != "NULL" {
-                let _ = std::fs::remove_file(&self.settings.unix_socket);
+            if let Some(path) = &self.settings.config.unix_socket {
+                let _ = std::fs::remove_file(path);
             }
         }
     }

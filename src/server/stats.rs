@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use crate::config::Config;
 use crate::protocol::response::write_response;
 use crate::protocol::Status;
 use crate::store::Store;
@@ -53,16 +54,9 @@ pub struct Stats {
 /// What the `stat` writer needs to know besides the counters.
 pub struct Settings {
     pub started: Instant,
+    /// The port actually bound (differs from `config.port` with `-p 0`; 0 on a unix socket).
     pub port: u16,
-    pub unix_socket: String,
-    pub unix_mask: u32,
-    pub conn_limit: usize,
-    pub item_size_max: usize,
-    pub memory_limit: usize,
-    pub sasl: bool,
-    pub idle_timeout_secs: u64,
-    pub cpu: Option<usize>,
-    pub verbosity: u8,
+    pub config: Config,
 }
 
 /// Writes `stat` packets into `out` for `group` (empty = general stats).
@@ -157,7 +151,7 @@ fn general(w: &mut StatWriter<'_>, s: &Stats, store: &Store, settings: &Settings
     w.stat("pointer_size", usize::BITS);
     w.stat("rusage_user", format_args!("{user:.6}"));
     w.stat("rusage_system", format_args!("{system:.6}"));
-    w.stat("max_connections", settings.conn_limit);
+    w.stat("max_connections", settings.config.conn_limit);
     w.stat("curr_connections", s.curr_connections);
     w.stat("total_connections", s.total_connections);
     w.stat("rejected_connections", s.rejected_connections);
@@ -204,24 +198,26 @@ fn general(w: &mut StatWriter<'_>, s: &Stats, store: &Store, settings: &Settings
 }
 
 fn settings_group(w: &mut StatWriter<'_>, settings: &Settings) {
-    w.stat("maxbytes", settings.memory_limit);
-    w.stat("maxconns", settings.conn_limit);
+    let config = &settings.config;
+    w.stat("maxbytes", config.memory_limit_bytes());
+    w.stat("maxconns", config.conn_limit);
     w.stat("tcpport", settings.port);
     w.stat("udpport", 0);
-    w.stat("verbosity", settings.verbosity);
+    w.stat("verbosity", config.verbosity);
     w.stat("evictions", "on");
-    w.stat("domain_socket", &settings.unix_socket);
-    w.stat("umask", format_args!("{:o}", settings.unix_mask));
+    // memcached prints a missing socket path as C's "NULL".
+    match &config.unix_socket {
+        Some(path) => w.stat("domain_socket", path.display()),
+        None => w.stat("domain_socket", "NULL"),
+    }
+    w.stat("umask", format_args!("{:o}", config.unix_mask));
     w.stat("num_threads", 1);
     w.stat("cas_enabled", "yes");
     w.stat("binding_protocol", "binary");
-    w.stat(
-        "auth_enabled_sasl",
-        if settings.sasl { "yes" } else { "no" },
-    );
-    w.stat("item_size_max", settings.item_size_max);
-    w.stat("idle_timeout", settings.idle_timeout_secs);
-    match settings.cpu {
+    w.stat("auth_enabled_sasl", if config.sasl { "yes" } else { "no" });
+    w.stat("item_size_max", config.item_size_max);
+    w.stat("idle_timeout", config.idle_timeout_secs);
+    match config.cpu {
         Some(cpu) => w.stat("cpu", cpu),
         None => w.stat("cpu", "none"),
     }
