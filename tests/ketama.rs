@@ -6,7 +6,7 @@
 //! ```text
 //!   pylibmc (ketama, binary) ──┬── 127.0.0.1:A  pincache #0  ┐ every key on exactly the
 //!                              ├── 127.0.0.1:B  pincache #1  ├ instance that
-//!                              └── 127.0.0.1:C  pincache #2  ┘ `pincache-bench ring` names
+//!                              └── 127.0.0.1:C  pincache #2  ┘ the bench's ring names
 //! ```
 //!
 //! pylibmc is found as `PINCACHE_PYTHON`, else `python3`, else `/usr/bin/python3` (the
@@ -28,6 +28,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use common::*;
+use pincache_bench::ring::{Ring, RingMode};
 
 /// Keys the ketama client writes (the issue asks for 10,000).
 const KEYS: usize = 10_000;
@@ -78,61 +79,21 @@ fn python_with_pylibmc() -> Option<String> {
     None
 }
 
-/// The bench binary cargo built next to the server.
-fn bench_bin() -> String {
-    if let Some(p) = option_env!("CARGO_BIN_EXE_pincache-bench") {
-        return p.to_string();
-    }
-    std::env::var("PINCACHE_BENCH_BIN")
-        .expect("no pincache-bench binary: not built by cargo and PINCACHE_BENCH_BIN is not set")
-}
-
-/// The owner `pincache-bench ring` names for every key, for this server list, in the
+/// The owner pincache-bench's ring names for every key, for this server list, in the
 /// ring mode that matches pylibmc's `{"ketama": True}` (libmemcached's
 /// MEMCACHED_BEHAVIOR_KETAMA: one-at-a-time hash, 100 points per server).
 fn bench_ring_owners(servers: &[String], keys: &[String]) -> HashMap<String, String> {
-    let mut cmd = Command::new(bench_bin());
-    cmd.args(["ring", "--ring-mode", "ketama"]);
-    for s in servers {
-        cmd.args(["--server", s]);
-    }
-    cmd.arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn pincache-bench ring");
-    let input = keys.join("\n") + "\n";
-    let mut stdin = child.stdin.take().expect("bench stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child
-        .wait_with_output()
-        .expect("wait for pincache-bench ring");
-    writer
-        .join()
-        .unwrap()
-        .expect("write keys to pincache-bench ring");
-    assert!(
-        out.status.success(),
-        "pincache-bench ring failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let owners: HashMap<String, String> = String::from_utf8(out.stdout)
-        .expect("ring output is UTF-8")
-        .lines()
-        .map(|l| {
-            let (k, o) = l
-                .split_once('\t')
-                .unwrap_or_else(|| panic!("ring output line without a tab: {l:?}"));
-            (k.to_string(), o.to_string())
+    let named: Vec<(String, u16)> = servers
+        .iter()
+        .map(|s| {
+            let (h, p) = s.rsplit_once(':').expect("server is HOST:PORT");
+            (h.to_string(), p.parse().expect("numeric port"))
         })
         .collect();
-    assert_eq!(
-        owners.len(),
-        keys.len(),
-        "the ring named an owner for every key"
-    );
-    owners
+    let ring = Ring::new(&named, RingMode::Ketama);
+    keys.iter()
+        .map(|k| (k.clone(), servers[ring.owner(k.as_bytes())].clone()))
+        .collect()
 }
 
 /// The keys (of `keys`) that the instance on `port` holds, looked up with pipelined GETKQ
