@@ -15,6 +15,7 @@
 
 mod common;
 
+use common::rng::Rng;
 use common::{op, status, Client, Read1, Request, Response, Server};
 use std::collections::HashMap;
 use std::io::Write;
@@ -31,39 +32,6 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 const ITEM_SIZE_MAX_BYTES: usize = 1024 * 1024;
 /// How many mismatches are printed in full.
 const MAX_REPORTED: usize = 5;
-
-// ---------------------------------------------------------------------------------------
-// PRNG: splitmix64
-// ---------------------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn range(&mut self, lo: u64, hi_inclusive: u64) -> u64 {
-        lo + self.below(hi_inclusive - lo + 1)
-    }
-    /// True with probability `percent`/100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Streams

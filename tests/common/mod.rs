@@ -18,6 +18,9 @@
 //! helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod rng;
+pub mod text;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
