@@ -336,7 +336,7 @@ impl Run {
             self.check_store();
             if self.rng.below(8) == 0 {
                 let jump = CLOCK_JUMPS[self.rng.below(CLOCK_JUMPS.len())];
-                self.store.clock.advance(jump);
+                self.store.advance_clock(jump);
                 let budget = [1, 16, 1000][self.rng.below(3)];
                 self.store.run_due_work(budget);
                 self.check_store();

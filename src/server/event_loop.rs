@@ -179,7 +179,7 @@ impl Server {
                     self.accept();
                 }
             }
-            self.store.clock.refresh_at(self.now);
+            self.store.tick(self.now);
             if self.store.has_due_work() {
                 let slice_start = Instant::now();
                 if self.store.run_due_work(EXPIRY_ITEMS_PER_TURN) > 0 {

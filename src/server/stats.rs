@@ -146,7 +146,7 @@ fn general(w: &mut StatWriter<'_>, s: &Stats, store: &Store, settings: &Settings
     let (user, system) = rusage();
     w.stat("pid", std::process::id());
     w.stat("uptime", settings.started.elapsed().as_secs());
-    w.stat("time", store.clock.unix_now());
+    w.stat("time", store.clock().unix_now());
     w.stat("version", VERSION);
     w.stat("pointer_size", usize::BITS);
     w.stat("rusage_user", format_args!("{user:.6}"));

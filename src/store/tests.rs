@@ -142,7 +142,7 @@ fn expired_items_are_never_returned() {
     s.store(Mode::Set, b"old", b"v", 0, 2_592_001, 0).unwrap();
     assert!(s.get(b"old").is_none());
     assert!(s.get(b"k").is_some());
-    s.clock.advance(1);
+    s.advance_clock(1);
     assert!(s.get(b"k").is_none());
     assert!(s.touch(b"k", 100).is_none());
     s.check_consistency().unwrap();
@@ -155,7 +155,7 @@ fn touch_extends_life_and_keeps_cas() {
     let cas_b = s.store(Mode::Set, b"b", b"v", 0, 5, 0).unwrap();
     assert_eq!(s.touch(b"a", 2).unwrap().cas, cas);
     assert_eq!(s.touch(b"b", 100).unwrap().cas, cas_b);
-    s.clock.advance(10);
+    s.advance_clock(10);
     assert!(s.get(b"a").is_none());
     assert_eq!(value(&mut s, b"b").unwrap(), b"v");
     s.check_consistency().unwrap();
@@ -178,7 +178,7 @@ fn expired_segments_are_swept_without_reads() {
     s.store(Mode::Set, b"forever", b"v", 0, 0, 0).unwrap();
     let used = s.stats().segments_used;
     assert!(used >= 3);
-    s.clock.advance(2);
+    s.advance_clock(2);
     let mut turns = 0;
     while s.run_due_work(1000) > 0 || s.has_pending_work() {
         turns += 1;
@@ -234,7 +234,7 @@ fn delayed_flush_happens_at_its_time() {
     s.flush(2);
     s.run_due_work(10);
     assert!(s.get(b"k").is_some());
-    s.clock.advance(2);
+    s.advance_clock(2);
     s.run_due_work(10);
     assert!(s.get(b"k").is_none());
     assert_eq!(s.stats().curr_items, 0);
@@ -328,7 +328,7 @@ fn random_ops(seed: u64, mb: usize, ops: usize, exact: bool) {
     let mut rng = Rng(seed);
     for step in 0..ops {
         let key = format!("k{}", rng.below(200)).into_bytes();
-        let now = s.clock.now();
+        let now = s.clock().now();
         model.retain(|_, (_, _, exp)| *exp == 0 || *exp > now);
         let size = if rng.below(50) == 0 {
             20_000
@@ -345,7 +345,7 @@ fn random_ops(seed: u64, mb: usize, ops: usize, exact: bool) {
                 };
                 let flags = rng.next() as u32;
                 s.store(Mode::Set, &key, &val, flags, ttl, 0).unwrap();
-                model.insert(key, (val, flags, s.clock.expiry(ttl)));
+                model.insert(key, (val, flags, s.clock().expiry(ttl)));
             }
             3 => {
                 let deleted = s.delete(&key, 0).is_ok();
@@ -387,7 +387,7 @@ fn random_ops(seed: u64, mb: usize, ops: usize, exact: bool) {
             }
             5 => {
                 if rng.below(3) == 0 {
-                    s.clock.advance(1);
+                    s.advance_clock(1);
                 }
                 s.run_due_work(50);
             }
