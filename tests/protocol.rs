@@ -918,13 +918,14 @@ spec!(
     }
 );
 
+// A first byte other than 0x80 starts the text protocol (pincache decides per
+// connection, as memcached without -B does); on a binary connection a later
+// packet with a response magic is a bad magic.
 spec!(bad_magic_closes_the_connection, |server| {
     let mut c = server.connect();
+    c.send(&noop().opaque(3));
+    c.recv().expect(op::NOOP, status::OK);
     c.send(&noop().magic(0x81));
-    c.expect_closed();
-    // The text protocol on a binary-only server (a full header's worth of it).
-    let mut c = server.connect();
-    c.send_raw(b"get foo\r\nget bar\r\nget baz\r\n");
     c.expect_closed();
 });
 

@@ -26,7 +26,7 @@ use pincache::config::Config;
 use pincache::protocol::header::{be16, be32, be64, RESPONSE_MAGIC};
 use pincache::protocol::request::{parse, Extras, Limits, ParseError};
 use pincache::protocol::{Opcode, Status, HEADER_LEN, MAX_KEY_LEN};
-use pincache::server::dispatch::{process, Context, Direct, Session};
+use pincache::server::dispatch::{process, Context, Direct, Protocol, Session};
 use pincache::server::log_limit::LogLimit;
 use pincache::server::sasl::Sasl;
 use pincache::server::stats::{Settings, Stats, VERSION};
@@ -234,7 +234,12 @@ impl Run {
         let stream = std::mem::take(&mut self.stream);
         let mut input: Vec<u8> = Vec::new();
         let mut out: Vec<u8> = Vec::new();
-        let mut session = Session::default();
+        // This target drives the binary protocol: a stream whose first byte is
+        // not 0x80 would otherwise be taken for text.
+        let mut session = Session {
+            protocol: Protocol::Binary,
+            ..Session::default()
+        };
         // Stream offset of input[0]; bytes of a refused frame still to drop.
         let mut base = 0usize;
         let mut skip = 0u64;
@@ -533,7 +538,18 @@ impl Run {
 
     fn check_stat(&mut self, group: &[u8], mine: &[Response<'_>]) {
         assert!(!mine.is_empty(), "stat not answered");
-        let known = matches!(group, b"" | b"settings" | b"items" | b"slabs" | b"reset");
+        let known = matches!(
+            group,
+            b"" | b"settings"
+                | b"items"
+                | b"slabs"
+                | b"sizes"
+                | b"conns"
+                | b"reset"
+                | b"detail on"
+                | b"detail off"
+                | b"detail dump"
+        );
         if !known {
             assert_eq!(mine.len(), 1, "unknown stat group answered {mine:?}");
             check_error(&mine[0], 0x10, Status::KeyNotFound);

@@ -1,12 +1,15 @@
 //! The event loop and everything that touches sockets: the only place where the
-//! protocol and the store meet.
+//! protocols and the store meet (`dispatch` executes, `binary` and `text` drive
+//! their protocol's parser and encoder).
 
+pub mod binary;
 pub mod connection;
 pub mod dispatch;
 pub mod event_loop;
 pub mod log_limit;
 pub mod sasl;
 pub mod stats;
+pub mod text;
 
 pub use event_loop::{log_start, Server};
 

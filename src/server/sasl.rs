@@ -7,7 +7,6 @@ use std::path::Path;
 
 use super::dispatch::Session;
 use super::stats::Stats;
-use crate::protocol::response::{write_error, write_response};
 use crate::protocol::{Opcode, Request, Status};
 
 /// The mechanisms SASL_LIST_MECHS offers.
@@ -62,16 +61,7 @@ impl Sasl {
     ) -> Status {
         match request.command {
             Opcode::SaslListMechs => {
-                write_response(
-                    out,
-                    request.opcode,
-                    request.opaque,
-                    Status::NoError,
-                    0,
-                    &[],
-                    &[],
-                    MECHANISMS,
-                );
+                request.reply().ok(out, 0, MECHANISMS);
                 Status::NoError
             }
             Opcode::SaslAuth if request.key == b"PLAIN" => {
@@ -82,21 +72,12 @@ impl Sasl {
                 match (user, password) {
                     (Some(user), Some(password)) if self.check(user, password) => {
                         session.authenticated = true;
-                        write_response(
-                            out,
-                            request.opcode,
-                            request.opaque,
-                            Status::NoError,
-                            0,
-                            &[],
-                            &[],
-                            b"Authenticated",
-                        );
+                        request.reply().ok(out, 0, b"Authenticated");
                         Status::NoError
                     }
                     _ => {
                         stats.auth_errors += 1;
-                        write_error(out, request.opcode, request.opaque, Status::AuthError);
+                        request.reply().error(out, Status::AuthError);
                         Status::AuthError
                     }
                 }
@@ -105,7 +86,7 @@ impl Sasl {
             _ => {
                 stats.auth_cmds += 1;
                 stats.auth_errors += 1;
-                write_error(out, request.opcode, request.opaque, Status::AuthError);
+                request.reply().error(out, Status::AuthError);
                 Status::AuthError
             }
         }

@@ -1,12 +1,16 @@
-//! Counters the server keeps, and the `stat` groups written as memcached writes
-//! them: one packet per statistic, closed by a packet with empty key and value.
+//! Counters the server keeps, and the `stats` groups written as memcached writes
+//! them, one source for both protocols: in binary one packet per statistic closed
+//! by a packet with empty key and value, in text `STAT name value` lines and `END`.
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::protocol::response::write_response;
-use crate::protocol::Status;
+use hashbrown::HashMap;
+
+use super::dispatch::Context;
+use crate::protocol::binary::encoder::Reply;
+use crate::protocol::{text, Status};
 use crate::store::Store;
 
 /// The version string VERSION and `stat version` report. It leads with the memcached
@@ -15,7 +19,7 @@ use crate::store::Store;
 pub const VERSION: &str = concat!("1.6.18-pincache-", env!("CARGO_PKG_VERSION"));
 
 /// Per-process counters, named as memcached names them.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub curr_connections: u64,
     pub total_connections: u64,
@@ -49,6 +53,91 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Longest single slice of expiry work, in microseconds.
     pub expiry_slice_max_us: u64,
+    /// Meta commands (`mg`, `ms`, ...), as memcached's `cmd_meta`.
+    pub cmd_meta: u64,
+    /// `stats detail`: per key-prefix counters while enabled.
+    pub detail: Detail,
+}
+
+/// Keys are grouped by the part before this byte (memcached's default `-D`).
+const PREFIX_DELIMITER: u8 = b':';
+/// At most this many prefixes are tracked; a client inventing prefixes cannot
+/// grow our memory without bound (memcached has no limit).
+const DETAIL_PREFIXES_MAX: usize = 4096;
+
+/// `stats detail on|off|dump`: gets, hits, sets and deletes per key prefix, in
+/// the order prefixes were first seen.
+#[derive(Clone, Debug, Default)]
+pub struct Detail {
+    pub enabled: bool,
+    index: HashMap<Vec<u8>, usize>,
+    prefixes: Vec<(Vec<u8>, [u64; 4])>,
+}
+
+const GETS: usize = 0;
+const HITS: usize = 1;
+const SETS: usize = 2;
+const DELETES: usize = 3;
+
+impl Detail {
+    fn counts(&mut self, key: &[u8]) -> Option<&mut [u64; 4]> {
+        let end = key.iter().position(|&b| b == PREFIX_DELIMITER)?;
+        let prefix = &key[..end];
+        let at = match self.index.get(prefix) {
+            Some(&at) => at,
+            None if self.prefixes.len() < DETAIL_PREFIXES_MAX => {
+                self.index.insert(prefix.to_vec(), self.prefixes.len());
+                self.prefixes.push((prefix.to_vec(), [0; 4]));
+                self.prefixes.len() - 1
+            }
+            None => return None,
+        };
+        self.prefixes.get_mut(at).map(|(_, counts)| counts)
+    }
+
+    /// memcached's dump: one `PREFIX` line per prefix, then `END`.
+    pub fn dump(&self, out: &mut Vec<u8>) {
+        for (prefix, c) in &self.prefixes {
+            out.extend_from_slice(b"PREFIX ");
+            out.extend_from_slice(prefix);
+            let line = format!(
+                " get {} hit {} set {} del {}\r\n",
+                c[GETS], c[HITS], c[SETS], c[DELETES]
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
+        out.extend_from_slice(b"END\r\n");
+    }
+}
+
+impl Stats {
+    #[inline]
+    pub fn detail_get(&mut self, key: &[u8], hit: bool) {
+        if self.detail.enabled {
+            if let Some(c) = self.detail.counts(key) {
+                c[GETS] += 1;
+                c[HITS] += u64::from(hit);
+            }
+        }
+    }
+
+    #[inline]
+    pub fn detail_set(&mut self, key: &[u8]) {
+        if self.detail.enabled {
+            if let Some(c) = self.detail.counts(key) {
+                c[SETS] += 1;
+            }
+        }
+    }
+
+    #[inline]
+    pub fn detail_delete(&mut self, key: &[u8]) {
+        if self.detail.enabled {
+            if let Some(c) = self.detail.counts(key) {
+                c[DELETES] += 1;
+            }
+        }
+    }
 }
 
 /// What the `stat` writer needs to know besides the counters.
@@ -59,33 +148,79 @@ pub struct Settings {
     pub config: Config,
 }
 
-/// Writes `stat` packets into `out` for `group` (empty = general stats).
-/// Returns `KeyNotFound` for a group we do not have (one error packet, as memcached).
+/// How a stats group is written.
+#[derive(Clone, Copy, Debug)]
+pub enum StatFormat {
+    /// One packet per statistic echoing this request, then an empty packet.
+    Binary(Reply),
+    /// `STAT name value` lines, then `END`.
+    Text,
+}
+
+/// Writes the stats `group` (empty = general stats) into `out`. Returns
+/// `KeyNotFound` for a group we do not have, having written nothing (memcached:
+/// one error packet in binary, `ERROR` in text).
 pub fn write_group(
     group: &[u8],
-    stats: &mut Stats,
-    store: &mut Store,
-    settings: &Settings,
+    format: StatFormat,
+    ctx: &mut Context<'_>,
     out: &mut Vec<u8>,
-    opaque: u32,
 ) -> Status {
     let mut w = StatWriter {
         out,
-        opaque,
+        format,
         text: String::with_capacity(32),
     };
+    let (stats, store, settings) = (&mut *ctx.stats, &mut *ctx.store, ctx.settings);
     match group {
         b"" => general(&mut w, stats, store, settings),
-        b"settings" => settings_group(&mut w, settings),
+        b"settings" => settings_group(&mut w, stats, settings),
         b"items" => items_group(&mut w, store),
         b"slabs" => slabs_group(&mut w, store),
+        // memcached keeps no size histogram unless started with it.
+        b"sizes" => w.stat("sizes_status", "disabled"),
+        b"conns" => w.stat("connections", stats.curr_connections),
         b"reset" => {
-            let keep = Stats {
-                curr_connections: stats.curr_connections,
-                ..Stats::default()
-            };
-            *stats = keep;
-            store.reset_stats();
+            reset(stats, store);
+            match w.format {
+                StatFormat::Binary(_) => w.end(),
+                StatFormat::Text => w.out.extend_from_slice(b"RESET\r\n"),
+            }
+            return Status::NoError;
+        }
+        _ => return detail_group(group, &mut w, stats),
+    }
+    w.end();
+    Status::NoError
+}
+
+/// Zeroes the counters memcached's `stats reset` zeroes.
+pub fn reset(stats: &mut Stats, store: &mut Store) {
+    let keep = Stats {
+        curr_connections: stats.curr_connections,
+        // memcached forgets the prefixes but stays in detail mode.
+        detail: Detail {
+            enabled: stats.detail.enabled,
+            ..Detail::default()
+        },
+        ..Stats::default()
+    };
+    *stats = keep;
+    store.reset_stats();
+}
+
+/// `detail on|off|dump` as the binary protocol spells it (one key with a
+/// space); the text protocol answers these itself.
+fn detail_group(group: &[u8], w: &mut StatWriter<'_>, stats: &mut Stats) -> Status {
+    match group {
+        b"detail on" => stats.detail.enabled = true,
+        b"detail off" => stats.detail.enabled = false,
+        b"detail dump" => {
+            let mut dump = Vec::new();
+            stats.detail.dump(&mut dump);
+            if let StatFormat::Binary(reply) = w.format {
+                reply.packet(w.out, Status::NoError, 0, &[], b"detailed", &dump);
+            }
         }
         _ => return Status::KeyNotFound,
     }
@@ -95,7 +230,7 @@ pub fn write_group(
 
 struct StatWriter<'a> {
     out: &'a mut Vec<u8>,
-    opaque: u32,
+    format: StatFormat,
     text: String,
 }
 
@@ -104,29 +239,24 @@ impl StatWriter<'_> {
         self.text.clear();
         // Writing into a String cannot fail.
         let _ = write!(self.text, "{value}");
-        write_response(
-            self.out,
-            0x10,
-            self.opaque,
-            Status::NoError,
-            0,
-            &[],
-            name.as_bytes(),
-            self.text.as_bytes(),
-        );
+        match self.format {
+            StatFormat::Binary(reply) => reply.packet(
+                self.out,
+                Status::NoError,
+                0,
+                &[],
+                name.as_bytes(),
+                self.text.as_bytes(),
+            ),
+            StatFormat::Text => text::encoder::stat(self.out, name, self.text.as_bytes()),
+        }
     }
 
     fn end(&mut self) {
-        write_response(
-            self.out,
-            0x10,
-            self.opaque,
-            Status::NoError,
-            0,
-            &[],
-            &[],
-            &[],
-        );
+        match self.format {
+            StatFormat::Binary(reply) => reply.ok(self.out, 0, &[]),
+            StatFormat::Text => self.out.extend_from_slice(b"END\r\n"),
+        }
     }
 }
 
@@ -160,6 +290,7 @@ fn general(w: &mut StatWriter<'_>, s: &Stats, store: &Store, settings: &Settings
     w.stat("cmd_set", s.cmd_set);
     w.stat("cmd_flush", s.cmd_flush);
     w.stat("cmd_touch", s.cmd_touch);
+    w.stat("cmd_meta", s.cmd_meta);
     w.stat("get_hits", s.get_hits);
     w.stat("get_misses", s.get_misses);
     w.stat("get_expired", st.get_expired);
@@ -197,7 +328,7 @@ fn general(w: &mut StatWriter<'_>, s: &Stats, store: &Store, settings: &Settings
     w.stat("expiry_slice_max_us", s.expiry_slice_max_us);
 }
 
-fn settings_group(w: &mut StatWriter<'_>, settings: &Settings) {
+fn settings_group(w: &mut StatWriter<'_>, stats: &Stats, settings: &Settings) {
     let config = &settings.config;
     w.stat("maxbytes", config.memory_limit_bytes());
     w.stat("maxconns", config.conn_limit);
@@ -212,8 +343,13 @@ fn settings_group(w: &mut StatWriter<'_>, settings: &Settings) {
     }
     w.stat("umask", format_args!("{:o}", config.unix_mask));
     w.stat("num_threads", 1);
+    w.stat("stat_key_prefix", ":");
+    w.stat(
+        "detail_enabled",
+        if stats.detail.enabled { "yes" } else { "no" },
+    );
     w.stat("cas_enabled", "yes");
-    w.stat("binding_protocol", "binary");
+    w.stat("binding_protocol", "auto-negotiate");
     w.stat("auth_enabled_sasl", if config.sasl { "yes" } else { "no" });
     w.stat("item_size_max", config.item_size_max);
     w.stat("idle_timeout", config.idle_timeout_secs);

@@ -30,14 +30,15 @@ pub fn parse_counter(value: &[u8]) -> Option<u64> {
         }
         at += 1;
     }
-    // strtoull leaves its end pointer at the very start when it read no digits.
-    let end = if at == digits_start { 0 } else { at };
-    if overflow {
+    // No digits at all (white space only, a lone sign): memcached's
+    // safe_strtoull refuses when strtoull's end pointer did not move.
+    if at == digits_start || overflow {
         return None;
     }
+    let end = at;
     // The stored value is followed by "\r\n" in memcached, so the end reads '\r'.
     let next = value.get(end).copied().unwrap_or(b'\r');
-    let terminated = is_space(next) || (next == 0 && end != 0);
+    let terminated = is_space(next) || next == 0;
     if !terminated {
         return None;
     }
@@ -94,8 +95,10 @@ mod tests {
 
     #[test]
     fn strtoull_quirks_are_kept() {
-        // No digits, but the first byte is white space: strtoull's end is the start.
-        assert_eq!(parse_counter(b" "), Some(0));
+        // No digits after white space: safe_strtoull sees strtoull's end at the
+        // start and refuses (memcached answers non-numeric, 0x0006).
+        assert_eq!(parse_counter(b" "), None);
+        assert_eq!(parse_counter(b"  \t"), None);
         assert_eq!(parse_counter(b"-0"), Some(0));
         assert_eq!(parse_counter(b"5\0"), Some(5));
     }

@@ -2,7 +2,9 @@
 //! and value from it (zero-copy). A frame is always `24 + body length` bytes, so
 //! "incomplete" is one comparison and the caller always advances by whole frames.
 
+use super::encoder::Reply;
 use super::header::{be16, be32, be64, Opcode, Status, HEADER_LEN, MAX_KEY_LEN, REQUEST_MAGIC};
+use crate::protocol::command::{ArithOp, Command, Create, StoreMode};
 
 /// The extras of a request, decoded according to its opcode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +45,77 @@ pub struct Request<'a> {
     pub extras: Extras,
     pub key: &'a [u8],
     pub value: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// What every answer to this request echoes.
+    #[inline]
+    pub fn reply(&self) -> Reply {
+        Reply {
+            opcode: self.opcode,
+            opaque: self.opaque,
+        }
+    }
+
+    /// The protocol-neutral command; `None` for the SASL commands, which only
+    /// the binary protocol has and the server answers itself.
+    #[inline]
+    pub fn to_command(&self) -> Option<Command<'a>> {
+        use Opcode::*;
+        let key = self.key;
+        let (cas, value) = (self.cas, self.value);
+        let store = |mode, flags, exptime| Command::Store {
+            mode,
+            key,
+            value,
+            flags,
+            exptime,
+            cas,
+        };
+        Some(match (self.command, self.extras) {
+            (Get | GetK, _) => Command::Get { key, touch: None },
+            (Gat | GatK, Extras::Touch { exptime }) => Command::Get {
+                key,
+                touch: Some(exptime),
+            },
+            (Touch, Extras::Touch { exptime }) => Command::Touch { key, exptime },
+            (Set, Extras::Store { flags, exptime }) => store(StoreMode::Set, flags, exptime),
+            (Add, Extras::Store { flags, exptime }) => store(StoreMode::Add, flags, exptime),
+            (Replace, Extras::Store { flags, exptime }) => {
+                store(StoreMode::Replace, flags, exptime)
+            }
+            (Append, _) => store(StoreMode::Append, 0, 0),
+            (Prepend, _) => store(StoreMode::Prepend, 0, 0),
+            (Delete, _) => Command::Delete { key, cas },
+            (
+                Increment | Decrement,
+                Extras::Counter {
+                    delta,
+                    initial,
+                    exptime,
+                },
+            ) => Command::Arith {
+                key,
+                op: if self.command == Increment {
+                    ArithOp::Incr
+                } else {
+                    ArithOp::Decr
+                },
+                delta,
+                // An expiration of all ones means "do not create" (memcached).
+                create: (exptime != u32::MAX).then_some(Create { initial, exptime }),
+                cas,
+            },
+            (Flush, Extras::Flush { delay }) => Command::Flush { delay },
+            (Flush, _) => Command::Flush { delay: 0 },
+            (Stat, _) => Command::Stats { group: key },
+            (Version, _) => Command::Version,
+            (Noop, _) => Command::Noop,
+            (Quit, _) => Command::Quit,
+            // SASL, and lengths `parse` already refused.
+            _ => return None,
+        })
+    }
 }
 
 /// Why no request could be taken from the front of the buffer.
@@ -258,6 +331,43 @@ mod tests {
             }
         );
         assert_eq!(req.value, b"value");
+    }
+
+    #[test]
+    fn requests_become_commands() {
+        let bytes = frame(
+            0x15,
+            &[
+                0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff,
+            ],
+            b"n",
+            &[],
+        );
+        let (req, _) = parse(&bytes, &LIMITS).unwrap();
+        assert_eq!(
+            req.to_command(),
+            Some(Command::Arith {
+                key: b"n",
+                op: ArithOp::Incr,
+                delta: 2,
+                create: None,
+                cas: 7
+            })
+        );
+        let bytes = frame(0x0e, &[], b"k", b"tail");
+        let (req, _) = parse(&bytes, &LIMITS).unwrap();
+        assert!(matches!(
+            req.to_command(),
+            Some(Command::Store {
+                mode: StoreMode::Append,
+                value: b"tail",
+                cas: 7,
+                ..
+            })
+        ));
+        let bytes = frame(0x20, &[], &[], &[]);
+        let (req, _) = parse(&bytes, &LIMITS).unwrap();
+        assert_eq!(req.to_command(), None);
     }
 
     #[test]

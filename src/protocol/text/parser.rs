@@ -1,0 +1,537 @@
+//! Parse one command line of the text protocol from the front of a byte slice,
+//! as memcached 1.6.18's `proto_text.c` does: tokens split on spaces, the
+//! command picked by name and token count, numbers read as its `safe_strto*`
+//! read them. Storage commands stop at the line: the caller decides whether the
+//! data block that follows is swallowed (too large) or awaited.
+//!
+//! ```text
+//!  set <key> <flags> <exptime> <bytes> [noreply]\r\n<data: bytes>\r\n
+//!  get <key> <key> ...\r\n
+//! ```
+
+use crate::protocol::binary::MAX_KEY_LEN;
+use crate::protocol::command::{ArithOp, Command, StoreMode};
+
+/// memcached's `MAX_TOKENS`: a line is cut into at most this many tokens (the
+/// last one holds the rest), which bounds every command's token count.
+const MAX_TOKENS: usize = 24;
+/// A line with no end after this many bytes is refused unless it is a `get`
+/// or `gets` (memcached: "large multiget" or nuke the connection).
+pub const LINE_MAX_BYTES: usize = 2048;
+/// memcached's `REALTIME_MAXDELTA + 1`: what a negative exptime becomes, an
+/// absolute time long past, so the item is expired at once.
+const EXPIRED_AT_ONCE: u32 = 60 * 60 * 24 * 30 + 1;
+/// A text `cas` with CAS 0 compares against 0, which no item has; our store
+/// reads CAS 0 as "no compare", so it gets this value, which no item has either
+/// (item CAS values are 48 bits).
+const CAS_NEVER: u64 = u64::MAX;
+
+/// One parsed line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A command that runs as is.
+    Run { command: Command<'a>, noreply: bool },
+    /// `get`/`gets`/`gat`/`gats`: `keys` is the rest of the line, keys separated
+    /// by spaces (see [`keys`]).
+    Retrieve {
+        keys: &'a [u8],
+        cas: bool,
+        touch: Option<u32>,
+    },
+    /// A storage command; `data_len` bytes and `\r\n` follow the line.
+    Store {
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: u32,
+        cas: u64,
+        data_len: usize,
+        noreply: bool,
+    },
+    /// `stats detail on|off|dump` (`None`: anything else, a usage error).
+    StatsDetail(Option<Detail>),
+    /// `verbosity <n>`: accepted, no effect (the level is set at start).
+    Verbosity { noreply: bool },
+    /// `cache_memlimit <megabytes>`.
+    MemLimit { megabytes: u64, noreply: bool },
+    /// A line answered with a fixed reply (an error, mostly) and nothing else.
+    Reply { text: &'static str, noreply: bool },
+    /// Close the connection without an answer.
+    Close,
+}
+
+/// The three `stats detail` subcommands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    On,
+    Off,
+    Dump,
+}
+
+/// Why no line could be taken from the front of the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incomplete {
+    /// No `\n` yet; read more.
+    Line,
+    /// No `\n` in the first [`LINE_MAX_BYTES`] and not a `get`: close.
+    TooLong,
+}
+
+pub const ERROR: &str = "ERROR";
+pub const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
+const BAD_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
+const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
+pub const DETAIL_USAGE: &str = "CLIENT_ERROR usage: stats detail on|off|dump";
+
+/// The line at the front of `input` and the bytes it takes (`\n` included).
+pub fn split_line(input: &[u8]) -> Result<(&[u8], usize), Incomplete> {
+    match input.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            let line = &input[..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            Ok((line, end + 1))
+        }
+        None if input.len() > LINE_MAX_BYTES && !is_get_line(input) => Err(Incomplete::TooLong),
+        None => Err(Incomplete::Line),
+    }
+}
+
+/// memcached lets a line without an end grow only for a multi-key `get`/`gets`
+/// (after at most 100 leading spaces).
+fn is_get_line(input: &[u8]) -> bool {
+    let spaces = input.iter().take_while(|&&b| b == b' ').count();
+    let rest = &input[spaces..];
+    spaces <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
+}
+
+/// The space-separated tokens of `line`, at most [`MAX_TOKENS`] - 1 of them
+/// (memcached keeps one slot for its terminator), the last holding the rest.
+pub fn tokenize(line: &[u8]) -> ([&[u8]; MAX_TOKENS], usize) {
+    let mut tokens: [&[u8]; MAX_TOKENS] = [&[]; MAX_TOKENS];
+    let mut count = 0;
+    let mut at = 0;
+    while at < line.len() {
+        if line[at] == b' ' {
+            at += 1;
+            continue;
+        }
+        if count == MAX_TOKENS - 2 {
+            tokens[count] = &line[at..];
+            count += 1;
+            break;
+        }
+        let end = line[at..]
+            .iter()
+            .position(|&b| b == b' ')
+            .map_or(line.len(), |n| at + n);
+        tokens[count] = &line[at..end];
+        count += 1;
+        at = end;
+    }
+    (tokens, count)
+}
+
+/// The keys of a retrieval line, in order.
+pub fn keys(rest: &[u8]) -> impl Iterator<Item = &[u8]> {
+    rest.split(|&b| b == b' ').filter(|k| !k.is_empty())
+}
+
+/// Parses one command line (without its line end).
+pub fn parse_line(line: &[u8]) -> Line<'_> {
+    let (tokens, n) = tokenize(line);
+    let t = &tokens[..n];
+    let reply = |text| Line::Reply {
+        text,
+        noreply: false,
+    };
+    // No command is shorter than two bytes.
+    if n == 0 || t[0].len() < 2 {
+        return reply(ERROR);
+    }
+    let noreply = t[n - 1] == b"noreply";
+    match t[0] {
+        b"get" | b"gets" | b"gat" | b"gats" if n >= 2 => retrieve(line, t),
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" if n == 5 || n == 6 => {
+            storage(t, noreply)
+        }
+        b"cas" if n == 6 || n == 7 => storage(t, noreply),
+        b"incr" | b"decr" if n == 3 || n == 4 => arith(t, noreply),
+        b"delete" if (2..=4).contains(&n) => delete(t, noreply),
+        b"touch" if n == 3 || n == 4 => touch(t, noreply),
+        b"flush_all" if n <= 3 => flush(t, noreply),
+        b"version" => run(Command::Version, false),
+        b"quit" => run(Command::Quit, false),
+        b"mn" => run(Command::Noop, false),
+        b"verbosity" if n == 2 || n == 3 => match strtoul(t[1]) {
+            Some(_) => Line::Verbosity { noreply },
+            None => Line::Reply {
+                text: BAD_FORMAT,
+                noreply,
+            },
+        },
+        b"cache_memlimit" if n == 2 || n == 3 => match strtoull(t[1]) {
+            Some(megabytes) => Line::MemLimit { megabytes, noreply },
+            None => Line::Reply {
+                text: ERROR,
+                noreply,
+            },
+        },
+        b"stats" => stats(t),
+        b"shutdown" => reply("ERROR: shutdown not enabled"),
+        b"lru_crawler" | b"watch" | b"slabs" | b"extstore" | b"lru" | b"memlimit"
+        | b"misbehave" | b"refresh_certs" | b"debugtime" => {
+            reply("ERROR: not supported by pincache")
+        }
+        // An HTTP request sent to the cache port: memcached hangs up.
+        _ if t[n - 1].starts_with(b"HTTP/") => Line::Close,
+        _ => reply(ERROR),
+    }
+}
+
+fn run(command: Command<'_>, noreply: bool) -> Line<'_> {
+    Line::Run { command, noreply }
+}
+
+fn bad_format(noreply: bool) -> Line<'static> {
+    Line::Reply {
+        text: BAD_FORMAT,
+        noreply,
+    }
+}
+
+fn retrieve<'a>(line: &'a [u8], t: &[&'a [u8]]) -> Line<'a> {
+    let cas = t[0].ends_with(b"s");
+    let touch = t[0].starts_with(b"gat");
+    let skip = if touch { 2 } else { 1 };
+    let touch = if touch {
+        match strtol(t[1]) {
+            Some(exptime) => Some(exptime_of(exptime)),
+            None => {
+                return Line::Reply {
+                    text: BAD_EXPTIME,
+                    noreply: false,
+                }
+            }
+        }
+    } else {
+        None
+    };
+    // The keys are the rest of the line after the command (and exptime) tokens.
+    let mut rest = line;
+    for _ in 0..skip {
+        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+        rest = &rest[start..];
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    Line::Retrieve {
+        keys: rest,
+        cas,
+        touch,
+    }
+}
+
+fn storage<'a>(t: &[&'a [u8]], noreply: bool) -> Line<'a> {
+    let mode = match t[0] {
+        b"add" => StoreMode::Add,
+        b"replace" => StoreMode::Replace,
+        b"append" => StoreMode::Append,
+        b"prepend" => StoreMode::Prepend,
+        _ => StoreMode::Set,
+    };
+    let key = t[1];
+    if key.len() > MAX_KEY_LEN {
+        return bad_format(noreply);
+    }
+    let (Some(flags), Some(exptime), Some(len)) = (strtoul(t[2]), strtol(t[3]), strtol(t[4]))
+    else {
+        return bad_format(noreply);
+    };
+    let cas = if t[0] == b"cas" {
+        match strtoull(t[5]) {
+            Some(0) => CAS_NEVER,
+            Some(cas) => cas,
+            None => return bad_format(noreply),
+        }
+    } else {
+        0
+    };
+    if !(0..=i32::MAX - 2).contains(&len) {
+        return bad_format(noreply);
+    }
+    Line::Store {
+        mode,
+        key,
+        flags,
+        exptime: exptime_of(exptime),
+        cas,
+        data_len: len as usize,
+        noreply,
+    }
+}
+
+fn arith<'a>(t: &[&'a [u8]], noreply: bool) -> Line<'a> {
+    let key = t[1];
+    if key.len() > MAX_KEY_LEN {
+        return bad_format(noreply);
+    }
+    let Some(delta) = strtoull(t[2]) else {
+        return Line::Reply {
+            text: BAD_DELTA,
+            noreply,
+        };
+    };
+    let op = if t[0] == b"incr" {
+        ArithOp::Incr
+    } else {
+        ArithOp::Decr
+    };
+    run(
+        Command::Arith {
+            key,
+            op,
+            delta,
+            create: None,
+            cas: 0,
+        },
+        noreply,
+    )
+}
+
+fn delete<'a>(t: &[&'a [u8]], noreply: bool) -> Line<'a> {
+    let n = t.len();
+    if n > 2 {
+        // Only a hold time of 0 (a relic) and `noreply` may follow the key.
+        let hold_is_zero = t[2] == b"0";
+        let valid = (n == 3 && (hold_is_zero || noreply)) || (n == 4 && hold_is_zero && noreply);
+        if !valid {
+            return Line::Reply {
+                text: DELETE_USAGE,
+                noreply,
+            };
+        }
+    }
+    if t[1].len() > MAX_KEY_LEN {
+        return bad_format(noreply);
+    }
+    run(Command::Delete { key: t[1], cas: 0 }, noreply)
+}
+
+fn touch<'a>(t: &[&'a [u8]], noreply: bool) -> Line<'a> {
+    if t[1].len() > MAX_KEY_LEN {
+        return bad_format(noreply);
+    }
+    match strtol(t[2]) {
+        Some(exptime) => run(
+            Command::Touch {
+                key: t[1],
+                exptime: exptime_of(exptime),
+            },
+            noreply,
+        ),
+        None => Line::Reply {
+            text: BAD_EXPTIME,
+            noreply,
+        },
+    }
+}
+
+fn flush(t: &[&[u8]], noreply: bool) -> Line<'static> {
+    let plain = if noreply { 2 } else { 1 };
+    let delay = if t.len() == plain {
+        0
+    } else {
+        match strtol(t[1]) {
+            // A delay of 0 or less is "now".
+            Some(delay) => delay.max(0) as u32,
+            None => {
+                return Line::Reply {
+                    text: BAD_EXPTIME,
+                    noreply,
+                }
+            }
+        }
+    };
+    run(Command::Flush { delay }, noreply)
+}
+
+fn stats<'a>(t: &[&'a [u8]]) -> Line<'a> {
+    match t.get(1).copied() {
+        None => run(Command::Stats { group: &[] }, false),
+        Some(b"detail") => Line::StatsDetail(match t.get(2).copied() {
+            Some(b"on") => Some(Detail::On),
+            Some(b"off") => Some(Detail::Off),
+            Some(b"dump") => Some(Detail::Dump),
+            _ => None,
+        }),
+        // `stats reset` ignores what follows; other groups are one token.
+        Some(group) => run(Command::Stats { group }, false),
+    }
+}
+
+/// A text exptime as the store takes it: negative means already expired.
+fn exptime_of(exptime: i32) -> u32 {
+    if exptime < 0 {
+        EXPIRED_AT_ONCE
+    } else {
+        exptime as u32
+    }
+}
+
+/// Digits as `strtoull` reads them: leading white space, a sign, at least one
+/// digit, nothing after. `None` on overflow. Returns the value and whether a
+/// '-' was read.
+fn strto(token: &[u8]) -> Option<(u64, bool)> {
+    let start = token
+        .iter()
+        .take_while(|b| b.is_ascii_whitespace() || **b == 0x0b)
+        .count();
+    let mut rest = &token[start..];
+    let mut negative = false;
+    if let Some((&sign, tail)) = rest.split_first() {
+        if sign == b'+' || sign == b'-' {
+            negative = sign == b'-';
+            rest = tail;
+        }
+    }
+    if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in rest {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some((n, negative))
+}
+
+/// memcached's `safe_strtoull`: a negative number is refused when it reads as
+/// one (a large value), otherwise wrapped as `strtoull` wraps it.
+pub fn strtoull(token: &[u8]) -> Option<u64> {
+    let (n, negative) = strto(token)?;
+    let value = if negative { n.wrapping_neg() } else { n };
+    if negative && (value as i64) < 0 {
+        return None;
+    }
+    Some(value)
+}
+
+/// memcached's `safe_strtoul` into 32 bits: read as 64 bits, then truncated.
+fn strtoul(token: &[u8]) -> Option<u32> {
+    strtoull(token).map(|n| n as u32)
+}
+
+/// memcached's `safe_strtol` into 32 bits: read as a signed 64-bit number
+/// (overflow refused), then truncated.
+fn strtol(token: &[u8]) -> Option<i32> {
+    let (n, negative) = strto(token)?;
+    let value: i64 = if negative {
+        if n > 1 << 63 {
+            return None;
+        }
+        (n as i64).wrapping_neg()
+    } else {
+        i64::try_from(n).ok()?
+    };
+    Some(value as i32)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_end_at_newline_with_or_without_cr() {
+        assert_eq!(split_line(b"get a\r\nrest"), Ok((&b"get a"[..], 7)));
+        assert_eq!(split_line(b"get a\nrest"), Ok((&b"get a"[..], 6)));
+        assert_eq!(split_line(b"get a"), Err(Incomplete::Line));
+    }
+
+    #[test]
+    fn long_lines_without_end_are_refused_unless_get() {
+        let long = vec![b'x'; LINE_MAX_BYTES + 1];
+        assert_eq!(split_line(&long), Err(Incomplete::TooLong));
+        let mut get = b"get ".to_vec();
+        get.extend_from_slice(&long);
+        assert_eq!(split_line(&get), Err(Incomplete::Line));
+    }
+
+    #[test]
+    fn tokens_skip_repeated_spaces() {
+        let (t, n) = tokenize(b"  set  k 0 0   1 ");
+        assert_eq!(&t[..n], &[&b"set"[..], b"k", b"0", b"0", b"1"]);
+    }
+
+    #[test]
+    fn set_line_parses_with_noreply() {
+        assert_eq!(
+            parse_line(b"set k 5 -1 3 noreply"),
+            Line::Store {
+                mode: StoreMode::Set,
+                key: b"k",
+                flags: 5,
+                exptime: EXPIRED_AT_ONCE,
+                cas: 0,
+                data_len: 3,
+                noreply: true
+            }
+        );
+    }
+
+    #[test]
+    fn numbers_read_as_memcached_reads_them() {
+        assert_eq!(strtoul(b"4294967296"), Some(0));
+        assert_eq!(strtoull(b"-1"), None);
+        assert_eq!(strtoull(b"-0"), Some(0));
+        assert_eq!(strtoull(b"+5"), Some(5));
+        assert_eq!(strtoull(b"18446744073709551616"), None);
+        assert_eq!(strtol(b"2147483648"), Some(i32::MIN));
+        assert_eq!(strtol(b"1x"), None);
+        assert_eq!(strtol(b""), None);
+    }
+
+    #[test]
+    fn wrong_token_counts_are_errors() {
+        assert!(matches!(
+            parse_line(b"set k 0 0"),
+            Line::Reply { text: ERROR, .. }
+        ));
+        assert!(matches!(
+            parse_line(b"get"),
+            Line::Reply { text: ERROR, .. }
+        ));
+        assert!(matches!(parse_line(b"x"), Line::Reply { text: ERROR, .. }));
+        assert!(matches!(
+            parse_line(b"delete k 1"),
+            Line::Reply {
+                text: DELETE_USAGE,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn retrieval_keeps_the_rest_of_the_line_as_keys() {
+        match parse_line(b"gats 10 a  b") {
+            Line::Retrieve {
+                keys: rest,
+                cas,
+                touch,
+            } => {
+                assert!(cas);
+                assert_eq!(touch, Some(10));
+                assert_eq!(keys(rest).collect::<Vec<_>>(), vec![&b"a"[..], b"b"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cas_zero_never_matches() {
+        assert!(matches!(
+            parse_line(b"cas k 0 0 1 0"),
+            Line::Store { cas: CAS_NEVER, .. }
+        ));
+    }
+}

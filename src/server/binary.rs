@@ -1,0 +1,256 @@
+//! The binary protocol's side of dispatch: frames -> commands -> the shared
+//! executor -> binary answers, with quiet-mode suppression applied once after
+//! execution, and the frames refused unbuffered (unknown opcode, too large).
+
+use log::debug;
+
+use super::dispatch::{
+    client_log, execute, put_value, refuse_too_large, Batch, Context, Direct, Progress, Session,
+};
+use super::stats::{self, StatFormat, Stats, VERSION};
+use crate::protocol::binary::encoder::{status_of, Reply};
+use crate::protocol::binary::parser::frame_len;
+use crate::protocol::{parse, Command, Opcode, Outcome, ParseError, Request, Status, StoreMode};
+
+/// Answers every complete frame at the front of the batch's input.
+pub fn process(
+    batch: Batch<'_, '_, '_, '_>,
+    ctx: &mut Context<'_>,
+    session: &mut Session,
+) -> Progress {
+    let Batch {
+        input,
+        out,
+        mut direct,
+        high_water,
+        peer,
+    } = batch;
+    let mut progress = Progress::default();
+    let mut pos = 0;
+    while pos < input.len() {
+        if out.len() >= high_water {
+            progress.throttled = true;
+            break;
+        }
+        match parse(&input[pos..], &ctx.limits) {
+            Ok((request, len)) => {
+                pos += len;
+                if answer(&request, ctx, session, out, direct.as_deref_mut()) == Flow::Close {
+                    progress.close = true;
+                    break;
+                }
+            }
+            Err(ParseError::Incomplete) => {
+                progress.need = frame_len(&input[pos..]);
+                break;
+            }
+            Err(error) => {
+                let available = (input.len() - pos) as u64;
+                match refused(error, ctx, session, out, peer) {
+                    Refused::Close => {
+                        progress.close = true;
+                        break;
+                    }
+                    Refused::Skip(skip) if skip <= available => pos += skip as usize,
+                    Refused::Skip(skip) => {
+                        pos = input.len();
+                        progress.skip = skip - available;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    progress.consumed = pos;
+    progress
+}
+
+enum Refused {
+    /// Answered; the connection closes.
+    Close,
+    /// Answered; skip this many bytes from the frame's start.
+    Skip(u64),
+}
+
+/// Answers a frame the parser refused.
+fn refused(
+    error: ParseError<'_>,
+    ctx: &mut Context<'_>,
+    session: &Session,
+    out: &mut Vec<u8>,
+    peer: &str,
+) -> Refused {
+    match error {
+        ParseError::Incomplete => Refused::Skip(0),
+        ParseError::BadMagic => {
+            ctx.stats.protocol_errors += 1;
+            if client_log(ctx) {
+                debug!("{peer}: bad magic, closing");
+            }
+            Refused::Close
+        }
+        ParseError::Invalid {
+            opcode,
+            opaque,
+            mut status,
+        } => {
+            ctx.stats.protocol_errors += 1;
+            if client_log(ctx) {
+                debug!("{peer}: invalid lengths for opcode 0x{opcode:02x}, closing");
+            }
+            // memcached checks the login before the opcode's lengths.
+            if status == Status::InvalidArguments && must_authenticate(opcode, ctx, session) {
+                ctx.stats.auth_errors += 1;
+                status = Status::AuthError;
+            }
+            Reply { opcode, opaque }.error(out, status);
+            Refused::Close
+        }
+        ParseError::Skip { request, .. } if must_authenticate(request.opcode, ctx, session) => {
+            // Before login nothing is answered but "auth error", and a refused
+            // SET must not delete anything.
+            ctx.stats.auth_errors += 1;
+            request.reply().error(out, Status::AuthError);
+            Refused::Close
+        }
+        ParseError::Skip {
+            request,
+            status,
+            skip,
+        } => {
+            if status == Status::ValueTooLarge {
+                let mode = if request.command == Opcode::Set {
+                    StoreMode::Set
+                } else {
+                    StoreMode::Add
+                };
+                refuse_too_large(mode, request.key, ctx.store, ctx.stats);
+            } else {
+                ctx.stats.protocol_errors += 1;
+                if client_log(ctx) {
+                    debug!("{peer}: unknown opcode 0x{:02x}", request.opcode);
+                }
+            }
+            request.reply().error(out, status);
+            Refused::Skip(skip)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Runs one request and applies quiet-mode suppression to its answer.
+fn answer(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    direct: Option<&mut Direct<'_>>,
+) -> Flow {
+    let mark = out.len();
+    if must_authenticate(request.opcode, ctx, session) {
+        ctx.stats.auth_errors += 1;
+        request.reply().error(out, Status::AuthError);
+        return Flow::Close;
+    }
+    let Some(command) = request.to_command() else {
+        let status = match ctx.sasl {
+            Some(sasl) => sasl.answer(request, ctx.stats, session, out),
+            // memcached answers every SASL command with "unknown command" while off.
+            None => {
+                request.reply().error(out, Status::UnknownCommand);
+                Status::UnknownCommand
+            }
+        };
+        suppress(request, status, out, mark);
+        return Flow::Continue;
+    };
+    let status = match command {
+        Command::Stats { group } => {
+            let status = stats::write_group(group, StatFormat::Binary(request.reply()), ctx, out);
+            if status != Status::NoError {
+                request.reply().error(out, status);
+            }
+            status
+        }
+        Command::Version => {
+            request.reply().ok(out, 0, VERSION.as_bytes());
+            Status::NoError
+        }
+        _ => {
+            let outcome = execute(&command, ctx.store, ctx.stats);
+            encode(request, &outcome, out, direct, ctx.stats)
+        }
+    };
+    suppress(request, status, out, mark);
+    if command == Command::Quit {
+        Flow::Close
+    } else {
+        Flow::Continue
+    }
+}
+
+/// Quiet gets drop their misses; every other quiet command drops its success.
+/// Errors are always sent: a client that misses one desynchronises.
+fn suppress(request: &Request<'_>, status: Status, out: &mut Vec<u8>, mark: usize) {
+    if !request.quiet {
+        return;
+    }
+    let drop = match request.command {
+        Opcode::Get | Opcode::GetK | Opcode::Gat | Opcode::GatK => status == Status::KeyNotFound,
+        _ => status == Status::NoError,
+    };
+    if drop {
+        out.truncate(mark);
+    }
+}
+
+/// Writes the binary answer to an executed command.
+#[inline]
+fn encode(
+    request: &Request<'_>,
+    outcome: &Outcome<'_>,
+    out: &mut Vec<u8>,
+    direct: Option<&mut Direct<'_>>,
+    stats: &mut Stats,
+) -> Status {
+    let reply = request.reply();
+    let with_key = matches!(request.command, Opcode::GetK | Opcode::GatK);
+    match *outcome {
+        Outcome::Hit(item) => {
+            let key: &[u8] = if with_key { request.key } else { &[] };
+            // TOUCH answers with the flags only.
+            let value = if request.command == Opcode::Touch {
+                &[][..]
+            } else {
+                item.value
+            };
+            let flags = item.flags.to_be_bytes();
+            reply.head(out, Status::NoError, item.cas, &flags, key, value.len());
+            put_value(out, value, direct, stats);
+        }
+        Outcome::Done { cas } => reply.ok(out, cas, &[]),
+        Outcome::Number { value, cas } => reply.ok(out, cas, &value.to_be_bytes()),
+        // A GETK miss echoes the key instead of the text.
+        Outcome::NotFound if with_key => {
+            reply.packet(out, Status::KeyNotFound, 0, &[], request.key, &[]);
+        }
+        _ => reply.error(out, status_of(outcome)),
+    }
+    status_of(outcome)
+}
+
+/// Whether SASL is on and this connection must log in before sending `opcode`
+/// (everything but the SASL commands and VERSION, as in memcached).
+fn must_authenticate(opcode: u8, ctx: &Context<'_>, session: &Session) -> bool {
+    ctx.sasl.is_some()
+        && !session.authenticated
+        && !matches!(
+            Opcode::from_u8(opcode),
+            Some(Opcode::SaslListMechs | Opcode::SaslAuth | Opcode::SaslStep | Opcode::Version)
+        )
+}
