@@ -10,6 +10,10 @@ use std::path::PathBuf;
 pub const ITEM_SIZE_MAX_DEFAULT: usize = 1 << 20;
 /// Smallest `-I` memcached accepts.
 pub const ITEM_SIZE_MAX_MIN: usize = 1024;
+/// Default listen backlog (memcached's `-b 1024`); mio's own bind would use 128.
+pub const LISTEN_BACKLOG_DEFAULT: u32 = 1024;
+/// Largest `-b`: listen(2) takes an int, and the kernel caps it at net.core.somaxconn.
+pub const LISTEN_BACKLOG_MAX: u32 = i32::MAX as u32;
 /// Largest `-I`: segments must hold one item, and 128 MiB is memcached's cap too.
 pub const ITEM_SIZE_MAX_MAX: usize = 128 << 20;
 
@@ -21,6 +25,8 @@ pub struct Config {
     pub unix_mask: u32,
     pub memory_limit_mb: usize,
     pub conn_limit: usize,
+    /// listen(2) backlog: connections the kernel queues before we accept them.
+    pub listen_backlog: u32,
     pub item_size_max: usize,
     pub sasl: bool,
     pub sasl_pwdb: Option<PathBuf>,
@@ -38,6 +44,7 @@ impl Default for Config {
             unix_mask: 0o700,
             memory_limit_mb: 64,
             conn_limit: 1024,
+            listen_backlog: LISTEN_BACKLOG_DEFAULT,
             item_size_max: ITEM_SIZE_MAX_DEFAULT,
             sasl: false,
             sasl_pwdb: None,
@@ -151,6 +158,19 @@ pub const FLAGS: &[Flag] = &[
         help: "most simultaneous connections (default 1024)",
         action: Action::Value(|c, flag, v| {
             c.conn_limit = at_least_one(flag, v, "must be at least 1")?;
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-b", "--listen-backlog"],
+        value: Some("<num>"),
+        help: "listen backlog: connections queued until accepted (default 1024)",
+        action: Action::Value(|c, flag, v| {
+            let n = at_least_one(flag, v, "must be at least 1")?;
+            c.listen_backlog = u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= LISTEN_BACKLOG_MAX)
+                .ok_or_else(|| error(flag, format!("must be at most {LISTEN_BACKLOG_MAX}")))?;
             Ok(())
         }),
     },
@@ -474,6 +494,15 @@ mod tests {
         assert_eq!(run(&["-I", "1g"]).unwrap_err().flag, "-I");
         assert_eq!(run(&["--bogus"]).unwrap_err().flag, "--bogus");
         assert!(run(&["-m", "1", "-I", "1m"]).is_err());
+    }
+
+    #[test]
+    fn listen_backlog_defaults_to_memcacheds_1024_and_takes_b() {
+        assert_eq!(run(&[]).unwrap().listen_backlog, 1024);
+        assert_eq!(run(&["-b", "4096"]).unwrap().listen_backlog, 4096);
+        assert_eq!(run(&["--listen-backlog=16"]).unwrap().listen_backlog, 16);
+        assert_eq!(run(&["-b", "0"]).unwrap_err().flag, "-b");
+        assert_eq!(run(&["-b", "2147483648"]).unwrap_err().flag, "-b");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::ToSocketAddrs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Items of expiry work per loop turn: well under a millisecond of work.
 const EXPIRY_ITEMS_PER_TURN: usize = 2000;
+/// Most connections accepted per loop turn. A storm of new clients then holds up the
+/// connections already served for at most this many accept4 + setsockopt + epoll_ctl
+/// (a few µs each); the rest are taken on the next turns, which poll without waiting.
+const ACCEPTS_PER_TURN: usize = 64;
 /// After running out of file descriptors, wait this long before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At shutdown, give clients this long to take their queued answers.
@@ -70,6 +75,9 @@ pub struct Server {
     conn_limit: usize,
     idle_timeout: Option<Duration>,
     accept_paused_until: Option<Instant>,
+    /// The listener may hold queued connections. Its readiness is edge-triggered, so this
+    /// stays set until accept says WouldBlock, however many turns that takes.
+    accept_ready: bool,
     log_limit: LogLimit,
     now: Instant,
     /// The one read buffer every connection is read into (see connection.rs).
@@ -81,13 +89,14 @@ impl Server {
     pub fn bind(config: &Config) -> io::Result<Server> {
         let poll = Poll::new()?;
         let (mut listener, local_addr) = match &config.unix_socket {
-            Some(path) => bind_unix(path, config.unix_mask)?,
+            Some(path) => bind_unix(path, config.unix_mask, config.listen_backlog)?,
             None => {
                 let addr = (config.listen.as_str(), config.port)
                     .to_socket_addrs()?
                     .next()
                     .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
                 let listener = TcpListener::bind(addr)?;
+                set_backlog(listener.as_raw_fd(), config.listen_backlog)?;
                 let local = listener.local_addr()?.to_string();
                 (Listener::Tcp(listener), local)
             }
@@ -143,6 +152,7 @@ impl Server {
             idle_timeout: (config.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.idle_timeout_secs)),
             accept_paused_until: None,
+            accept_ready: false,
             log_limit: LogLimit::new(now),
             now,
             read_buffer: vec![0; READ_BUFFER_BYTES],
@@ -155,7 +165,8 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut last_idle_check = Instant::now();
         while !SHUTDOWN.load(Ordering::Relaxed) {
-            let timeout = if self.store.has_pending_work() {
+            let accept_now = self.accept_ready && self.accept_paused_until.is_none();
+            let timeout = if self.store.has_pending_work() || accept_now {
                 Duration::ZERO
             } else {
                 IDLE_POLL
@@ -167,16 +178,23 @@ impl Server {
                 return Err(e);
             }
             self.now = Instant::now();
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    Token(key) => self.drive(key, event.is_read_closed()),
-                }
+            // The listener first: a queued client waits one bounded batch of accepts,
+            // not behind the reads and answers of every connection that is ready.
+            if events.iter().any(|e| e.token() == LISTENER) {
+                self.accept_ready = true;
             }
             if let Some(until) = self.accept_paused_until {
                 if self.now >= until {
                     self.accept_paused_until = None;
-                    self.accept();
+                    self.accept_ready = true;
+                }
+            }
+            if self.accept_ready && self.accept_paused_until.is_none() {
+                self.accept();
+            }
+            for event in events.iter() {
+                if event.token() != LISTENER {
+                    self.drive(event.token().0, event.is_read_closed());
                 }
             }
             self.store.tick(self.now);
@@ -196,11 +214,10 @@ impl Server {
         Ok(())
     }
 
+    /// Accepts up to `ACCEPTS_PER_TURN` queued connections; `accept_ready` stays set
+    /// when the budget ran out first, so the rest are taken on the next turn.
     fn accept(&mut self) {
-        if self.accept_paused_until.is_some() {
-            return;
-        }
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let accepted = match &self.listener {
                 Listener::Tcp(l) => l.accept().map(|(s, addr)| {
                     // Answers go out as soon as a batch is done.
@@ -213,25 +230,29 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => self.add_connection(stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A client that reset before we took it: the next one may be there.
                 Err(e)
-                    if e.raw_os_error() == Some(libc::EMFILE)
-                        || e.raw_os_error() == Some(libc::ENFILE) =>
-                {
-                    if self.log_limit.allow(self.now) {
-                        warn!("out of file descriptors ({e}); pausing accepts");
-                    }
-                    self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
-                    return;
-                }
-                Err(e) => {
-                    if self.log_limit.allow(self.now) {
-                        warn!("accept failed: {e}");
-                    }
-                    return;
-                }
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) => return self.accept_failed(e),
             }
+        }
+    }
+
+    /// Ends a batch of accepts on an error: drained, out of descriptors, or other.
+    fn accept_failed(&mut self, e: io::Error) {
+        // Until the next readiness edge, or the end of a pause.
+        self.accept_ready = false;
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return;
+        }
+        if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) {
+            if self.log_limit.allow(self.now) {
+                warn!("out of file descriptors ({e}); pausing accepts");
+            }
+            self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+        } else if self.log_limit.allow(self.now) {
+            warn!("accept failed: {e}");
         }
     }
 
@@ -356,7 +377,21 @@ impl Server {
     }
 }
 
-fn bind_unix(path: &std::path::Path, mask: u32) -> io::Result<(Listener, String)> {
+/// Sets a listening socket's backlog. mio's bind listens with 128 (TCP) or the kernel's
+/// maximum (unix); Linux lets listen(2) be called again on a listening socket to change
+/// its queue length, so the socket mio bound gets memcached's `-b` without a hand-made
+/// socket. A storm larger than the backlog overflows the queue and each dropped SYN
+/// costs its client a one-second retransmit.
+fn set_backlog(fd: RawFd, backlog: u32) -> io::Result<()> {
+    let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
+    // SAFETY: listen() on a descriptor we own; it only changes the socket's queue length.
+    if unsafe { libc::listen(fd, backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn bind_unix(path: &std::path::Path, mask: u32, backlog: u32) -> io::Result<(Listener, String)> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         // Only ever replace a socket, never a file a mistyped path points at.
         if !meta.file_type().is_socket() {
@@ -375,6 +410,7 @@ fn bind_unix(path: &std::path::Path, mask: u32) -> io::Result<(Listener, String)
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
+    set_backlog(listener.as_raw_fd(), backlog)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask))?;
     Ok((Listener::Unix(listener), path.display().to_string()))
 }

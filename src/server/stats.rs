@@ -332,6 +332,7 @@ fn settings_group(w: &mut StatWriter<'_>, stats: &Stats, settings: &Settings) {
     let config = &settings.config;
     w.stat("maxbytes", config.memory_limit_bytes());
     w.stat("maxconns", config.conn_limit);
+    w.stat("tcp_backlog", config.listen_backlog);
     w.stat("tcpport", settings.port);
     w.stat("udpport", 0);
     w.stat("verbosity", config.verbosity);
