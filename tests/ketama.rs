@@ -56,27 +56,10 @@ fn client_script() -> PathBuf {
 
 /// A python that can import pylibmc, or `None` after the CI failure / loud skip.
 fn python_with_pylibmc() -> Option<String> {
-    let mut candidates: Vec<String> = Vec::new();
-    if let Ok(p) = std::env::var("PINCACHE_PYTHON") {
-        candidates.push(p);
-    }
-    candidates.extend(["python3".to_string(), "/usr/bin/python3".to_string()]);
-    for py in &candidates {
-        let ok = Command::new(py)
-            .args(["-c", "import pylibmc"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py.clone());
-        }
-    }
-    missing_tool(
-        "pylibmc (python module)",
+    common::text::python_with(
+        "pylibmc",
         "apt-get install -y python3-pylibmc, or python3 -m pip install pylibmc",
-    );
-    None
+    )
 }
 
 /// The owner pincache-bench's ring names for every key, for this server list, in the

@@ -12,6 +12,7 @@ use super::{missing_tool, on_path, running_as_root, Server, READ_TIMEOUT};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A spec case for text or meta: run `$body` against pincache and against memcached, both started with `$args`.
@@ -337,4 +338,27 @@ pub fn show(b: &[u8]) -> String {
     } else {
         shown
     }
+}
+
+/// A python that can `import module`: `PINCACHE_PYTHON`, else `python3`, else
+/// `/usr/bin/python3`; `None` after the CI failure / loud skip of `missing_tool`.
+pub fn python_with(module: &str, install_hint: &str) -> Option<String> {
+    let mut candidates: Vec<String> = Vec::new();
+    if let Ok(p) = std::env::var("PINCACHE_PYTHON") {
+        candidates.push(p);
+    }
+    candidates.extend(["python3".to_string(), "/usr/bin/python3".to_string()]);
+    for py in &candidates {
+        let ok = Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(py.clone());
+        }
+    }
+    missing_tool(&format!("{module} (python module)"), install_hint);
+    None
 }
