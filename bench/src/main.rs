@@ -35,7 +35,9 @@
 mod cli;
 mod compare;
 mod histogram;
+mod procfs;
 mod report;
+mod storm;
 mod wire;
 mod worker;
 mod workload;
@@ -146,8 +148,29 @@ fn cmd_ring(cfg: &Cfg, balance: Option<usize>, keys: &[String]) -> Res<i32> {
     Ok(0)
 }
 
+/// `storm` from the command line, against a running server.
+fn cmd_storm(flags: &[(String, String)]) -> Res<i32> {
+    let (mut server, mut conns) = (None, 3_000usize);
+    for (k, v) in flags {
+        match k.as_str() {
+            "server" => server = Some(v.clone()),
+            "storm-conns" => conns = num("--storm-conns", v)?,
+            "client-cpu" => pin_current_thread(num("--client-cpu", v)?),
+            _ => return Err(format!("storm: unknown flag --{k}")),
+        }
+    }
+    let server = server.ok_or("storm: give --server HOST:PORT")?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&server)
+        .map_err(|e| format!("{server}: {e}"))?
+        .next()
+        .ok_or(format!("{server}: no address"))?;
+    let r = storm::run_storm(addr, conns)?;
+    println!("storm {conns} against {server}: {}", storm::describe(&r));
+    Ok(if r.answered == conns { 0 } else { 2 })
+}
+
 fn usage() -> &'static str {
-    "usage: pincache-bench [run|fill|hits|ring|compare] [flags]   (see the //! header of bench/src/main.rs)
+    "usage: pincache-bench [run|fill|hits|ring|storm|compare] [flags]   (see the //! header of bench/src/main.rs)
   run:     --server HOST:PORT (repeatable) --conns 50 --pipeline 1 --quiet-batch 0 --keys 100000
            --value-size 32 (or MIN..MAX) --get-ratio 0.9 --zipf S --prefill --duration 5 --warmup 1
            --threads 1 --rate OPS_PER_SEC --key-prefix key: --ring-mode ketama|ketama-md5|ketama-weighted
@@ -156,15 +179,18 @@ fn usage() -> &'static str {
   hits:    --keys N --zipf 0.99: gets with set-on-miss, reports the hit ratio
   any:     --ops N --warmup-ops W: count-based instead of timed (checked, W not counted)
   ring:    --server A --server B KEY... (or - for stdin) | --balance N   [--ring-mode M]
-  compare: --pincache PATH [--memcached PATH] [--rounds 3] [--workloads p1,p16,quiet,latency,large,memory,bound,hits]
+  storm:   --server HOST:PORT --storm-conns 3000: that many connections at once, each sending a GET,
+           while one client measures its GETs (run: every figure prints the bench's own CPU)
+  compare: --pincache PATH [--memcached PATH] [--rounds 3]
+           [--workloads p1,p16,quiet,latency,large,sizes,storm,memory,bound,hits] (default p1,p16,quiet,latency,large)
            [--server-cpu 0 --client-cpu 1] [--duration 5] [--memory-mb 1024 --bound-mb 64 --hits-mb 64]
-           [--items 1000000 --item-size 100] (memory: --items sets of --item-size bytes)"
+           [--items 1000000 --item-size 100] (memory: --items sets of --item-size bytes) [--storm-conns 3000]"
 }
 
 fn real_main() -> Res<i32> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let sub = match args.first().map(String::as_str) {
-        Some(s @ ("run" | "fill" | "hits" | "ring" | "compare")) => {
+        Some(s @ ("run" | "fill" | "hits" | "ring" | "storm" | "compare")) => {
             let s = s.to_string();
             args.remove(0);
             s
@@ -182,8 +208,10 @@ fn real_main() -> Res<i32> {
         _ => "run".into(),
     };
     let (flags, pos) = split_args(&args, &["prefill", "print-ring-owner"])?;
-    if sub == "compare" {
-        return cmd_compare(&flags);
+    match sub.as_str() {
+        "compare" => return cmd_compare(&flags),
+        "storm" => return cmd_storm(&flags),
+        _ => {}
     }
     let mut cfg = Cfg::default();
     let mut balance = None;

@@ -56,8 +56,12 @@ pub fn report(cfg: &Cfg, st: &Stats, label: &str) {
         }
     );
     println!(
-        "  {:<12} {:>14.0}   ({:.1} s measured)",
-        "ops/s", s.ops_s, st.elapsed
+        "  {:<12} {:>14.0}   ({:.1} s measured, bench CPU {:.0}%{})",
+        "ops/s",
+        s.ops_s,
+        st.elapsed,
+        st.bench_cpu,
+        bench_warning(st.bench_cpu)
     );
     if q {
         println!(
@@ -89,11 +93,23 @@ pub fn report(cfg: &Cfg, st: &Stats, label: &str) {
     let mut j = String::new();
     let _ = write!(
         j,
-        "{{\"label\":\"{label}\",\"ops_per_sec\":{:.1},\"keys_per_sec\":{:.1},\"gets\":{},\"sets\":{},\"hits\":{},\"misses\":{},\"errors\":{},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"conns\":{},\"pipeline\":{},\"quiet_batch\":{},\"rate\":{:.0},\"seconds\":{:.2}}}",
+        "{{\"label\":\"{label}\",\"ops_per_sec\":{:.1},\"keys_per_sec\":{:.1},\"gets\":{},\"sets\":{},\"hits\":{},\"misses\":{},\"errors\":{},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"conns\":{},\"pipeline\":{},\"quiet_batch\":{},\"rate\":{:.0},\"seconds\":{:.2},\"bench_cpu_pct\":{:.1}}}",
         s.ops_s, s.keys_s, st.gets + st.keys, st.sets, st.hits, st.misses, st.errors, s.p50, s.p90, s.p99, s.p999, s.max,
-        cfg.conns, cfg.pipeline, cfg.quiet_batch, cfg.rate, st.elapsed
+        cfg.conns, cfg.pipeline, cfg.quiet_batch, cfg.rate, st.elapsed, st.bench_cpu
     );
     println!("{j}");
+}
+
+/// Above this much of its core the bench, not the server, may set the pace.
+pub const BENCH_CPU_WARN: f64 = 90.0;
+
+/// A warning to print beside a figure taken while the bench was above `BENCH_CPU_WARN`.
+pub fn bench_warning(cpu: f64) -> &'static str {
+    if cpu > BENCH_CPU_WARN {
+        "  WARNING: bench above 90% of its core, the figure may measure the bench"
+    } else {
+        ""
+    }
 }
 
 /// Prints errors loudly; true when there were any.

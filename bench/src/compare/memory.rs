@@ -1,9 +1,10 @@
 //! `memory`, `bound`, `hits`: a fresh server per round, since they measure the store
 //! itself (RSS from /proc/PID/status, items from the binary STAT command).
 
-use super::server::{binary_stat, proc_status_bytes, start_server, Server};
+use super::server::{binary_stat, start_server, Server};
 use super::{median, Sample};
 use crate::cli::{Cfg, Mode, Res};
+use crate::procfs::proc_status_bytes;
 use crate::report::shout_errors;
 use crate::worker::{run_phase, Stats};
 use crate::workload::{Plan, ValueSpec};
@@ -126,7 +127,7 @@ pub fn compare_memory(
     let mut samples: Vec<Vec<Sample>> = kinds.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for (i, (name, path)) in kinds.iter().enumerate() {
-            let srv = start_server(name, path, cpu, mb)?;
+            let srv = start_server(name, path, cpu, mb, &[])?;
             let (value, extra, st) = match w {
                 "memory" => memory_round(&srv, base, mo)?,
                 "bound" => bound_round(&srv, base, mo)?,

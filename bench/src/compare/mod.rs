@@ -4,22 +4,20 @@
 
 mod memory;
 mod server;
+mod storm;
 mod workloads;
 
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use crate::cli::{apply_flag, num, Cfg, Res};
-use crate::report::{shout_errors, summarize};
+use crate::procfs::CpuMeter;
+use crate::report::{bench_warning, shout_errors, summarize, BENCH_CPU_WARN};
 use crate::worker::{pin_current_thread, run_phase};
 use crate::workload::Plan;
 
 use memory::{compare_memory, MemOpts};
-use server::{cpu_seconds, start_server, Server};
+use server::{start_server, Server};
 use workloads::Variant;
-
-/// Above this much of its core the bench, not the server, may set the pace.
-const BENCH_CPU_WARN: f64 = 90.0;
 
 /// One round's measurement of one server.
 struct Sample {
@@ -34,7 +32,10 @@ impl Sample {
     /// Server CPU time per operation, in µs: the figure for workloads where the bench,
     /// not the server, may set the pace (large values).
     fn server_us_per_op(&self) -> f64 {
-        self.server_cpu / 100.0 / self.value.max(1e-9) * 1e6
+        if self.value < 1.0 {
+            return f64::NAN; // nothing measured: no figure rather than a huge one
+        }
+        self.server_cpu / 100.0 / self.value * 1e6
     }
 }
 
@@ -70,15 +71,13 @@ fn measure(cfg: &Cfg, srv: &Server, errors: &mut u64) -> Res<Sample> {
     };
     let plan = Plan::new(c)?;
     let pid = srv.child.id().to_string();
-    let (mut s0, mut b0, mut t0) = (0.0, 0.0, Instant::now());
-    let (mut scpu, mut bcpu) = (0.0, 0.0);
+    let mut meter = None;
+    let mut scpu = 0.0;
     let st = run_phase(&plan, &mut |opening| {
         if opening {
-            (s0, b0, t0) = (cpu_seconds(&pid), cpu_seconds("self"), Instant::now());
-        } else {
-            let wall = t0.elapsed().as_secs_f64().max(1e-9);
-            scpu = (cpu_seconds(&pid) - s0) / wall * 100.0;
-            bcpu = (cpu_seconds("self") - b0) / wall * 100.0;
+            meter = Some(CpuMeter::start(&pid));
+        } else if let Some(m) = &meter {
+            scpu = m.percent();
         }
     })?;
     if shout_errors(&st, srv.name) {
@@ -93,7 +92,7 @@ fn measure(cfg: &Cfg, srv: &Server, errors: &mut u64) -> Res<Sample> {
         },
         extra: String::new(),
         server_cpu: scpu,
-        bench_cpu: bcpu,
+        bench_cpu: st.bench_cpu,
         lat: [s.p50, s.p99, s.p999],
     })
 }
@@ -106,6 +105,7 @@ struct Opts {
     server_cpu: usize,
     mem: MemOpts,
     workloads: Vec<String>,
+    storm_conns: usize,
 }
 
 fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
@@ -116,6 +116,7 @@ fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
     let (mut pc, mut mc) = (None, None);
     let (mut rounds, mut server_cpu) = (3usize, 0usize);
     let mut mem = MemOpts::default();
+    let mut storm_conns = 3_000;
     let mut workloads = "p1,p16,quiet,latency,large".to_string();
     for (k, v) in flags {
         let f = format!("--{k}");
@@ -129,6 +130,7 @@ fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
             "bound-mb" => mem.bound_mb = num(&f, v)?,
             "hits-mb" => mem.hits_mb = num(&f, v)?,
             "item-size" => mem.item_size = num(&f, v)?,
+            "storm-conns" => storm_conns = num(&f, v)?,
             _ if apply_flag(&mut base, k, v)? => {}
             _ => return Err(format!("compare: unknown flag --{k}")),
         }
@@ -154,6 +156,7 @@ fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
         server_cpu,
         mem,
         workloads: wl,
+        storm_conns,
     })
 }
 
@@ -161,7 +164,7 @@ fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
 fn start_prefilled(o: &Opts, errors: &mut u64) -> Res<Vec<Server>> {
     let mut servers = Vec::new();
     for (name, path) in &o.kinds {
-        let srv = start_server(name, path, o.server_cpu, 1024)?;
+        let srv = start_server(name, path, o.server_cpu, 1024, &[])?;
         let sets = workloads::prefill(&o.base, &srv, errors)?;
         println!("started {}  (prefilled {sets} keys)", srv.cmdline);
         servers.push(srv);
@@ -231,11 +234,7 @@ fn run_variant(
     for round in 0..rounds {
         for (i, srv) in servers.iter().enumerate() {
             let s = measure(&v.cfg, srv, errors)?;
-            let warn = if s.bench_cpu > BENCH_CPU_WARN {
-                "  WARNING: bench above 90%"
-            } else {
-                ""
-            };
+            let warn = bench_warning(s.bench_cpu);
             println!(
                 "  round {} {:<9} {:>12.0} {}   p50/p99/p99.9 µs {:.1}/{:.1}/{:.1}   server CPU {:.0}% ({:.2} µs/op)  bench CPU {:.0}%{warn}",
                 round + 1, srv.name, s.value, v.figure.unit(),
@@ -304,6 +303,11 @@ pub fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
                     &o.mem,
                     &mut errors,
                 )?);
+                continue;
+            }
+            "storm" => {
+                let n = o.storm_conns;
+                rows.extend(storm::compare_storm(&o.kinds, n, o.rounds, o.server_cpu)?);
                 continue;
             }
             _ => {}

@@ -29,7 +29,15 @@ fn free_port() -> Res<u16> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-pub fn start_server(name: &'static str, path: &str, cpu: usize, mb: u64) -> Res<Server> {
+/// Starts `path` pinned to `cpu` with `-m mb` and `extra` flags (both servers spell
+/// `-c`, `-b` alike), and waits until it accepts.
+pub fn start_server(
+    name: &'static str,
+    path: &str,
+    cpu: usize,
+    mb: u64,
+    extra: &[&str],
+) -> Res<Server> {
     let port = free_port()?;
     let mut args: Vec<String> = vec!["-c".into(), cpu.to_string(), path.into()];
     if name == "memcached" {
@@ -39,6 +47,7 @@ pub fn start_server(name: &'static str, path: &str, cpu: usize, mb: u64) -> Res<
     if name == "memcached" {
         args.extend(["-U", "0", "-u", "root", "-l", "127.0.0.1"].map(String::from));
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let cmdline = format!("taskset {}", args.join(" "));
     let log = std::env::temp_dir().join(format!("pincache-bench-{name}-{port}.log"));
     let f = std::fs::File::create(&log).map_err(|e| e.to_string())?;
@@ -78,26 +87,6 @@ pub fn start_server(name: &'static str, path: &str, cpu: usize, mb: u64) -> Res<
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// utime + stime of a process, in seconds.
-pub fn cpu_seconds(pid: &str) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (tick(11) + tick(12)) / hz // fields 14 and 15, counted after "pid (comm)"
-}
-
-/// A line of /proc/PID/status in bytes (VmRSS, VmHWM).
-pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// One value from the binary STAT command (e.g. `curr_items`).

@@ -76,6 +76,8 @@ pub struct Stats {
     pub samples: Vec<String>,
     pub hist: Option<Hist>,
     pub elapsed: f64,
+    /// This process's CPU, % of one core, over the measured window.
+    pub bench_cpu: f64,
 }
 
 impl Stats {

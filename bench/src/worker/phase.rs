@@ -11,6 +11,7 @@ use mio::{Interest, Poll, Token};
 use super::{Conn, Stats, Worker, READ_CHUNK};
 use crate::cli::Res;
 use crate::histogram::Hist;
+use crate::procfs::CpuMeter;
 use crate::workload::{Plan, Rng};
 
 fn connect(addr: SocketAddr) -> Res<TcpStream> {
@@ -85,6 +86,9 @@ pub fn run_phase(plan: &Plan, on_measure: &mut dyn FnMut(bool)) -> Res<Stats> {
     };
     let end = mstart + Duration::from_secs_f64(span);
     let interval_ns = cfg.conns as f64 * 1e9 / cfg.rate.max(1e-9);
+    // The bench's own CPU over the measured window (the whole run when it is finite).
+    let meter = &mut CpuMeter::start("self");
+    let mut bench_cpu = 0.0;
     let results = std::thread::scope(|sc| -> Res<Vec<Stats>> {
         let mut handles = Vec::new();
         for (t, mut conns) in per_thread.into_iter().enumerate() {
@@ -111,7 +115,9 @@ pub fn run_phase(plan: &Plan, on_measure: &mut dyn FnMut(bool)) -> Res<Stats> {
         if !finite {
             std::thread::sleep(mstart.saturating_duration_since(Instant::now()));
             on_measure(true);
+            *meter = CpuMeter::start("self");
             std::thread::sleep(end.saturating_duration_since(Instant::now()));
+            bench_cpu = meter.percent();
             on_measure(false);
         }
         handles
@@ -124,9 +130,11 @@ pub fn run_phase(plan: &Plan, on_measure: &mut dyn FnMut(bool)) -> Res<Stats> {
         st.merge(r);
     }
     st.elapsed = if finite {
+        bench_cpu = meter.percent();
         start.elapsed().as_secs_f64()
     } else {
         cfg.duration
     };
+    st.bench_cpu = bench_cpu;
     Ok(st)
 }
