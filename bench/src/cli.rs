@@ -2,6 +2,7 @@
 
 use pincache_bench::ring::RingMode;
 
+use crate::text::Proto;
 use crate::workload::ValueSpec;
 
 /// Errors are messages for the user; the run stops with them.
@@ -42,6 +43,8 @@ pub struct Cfg {
     pub ops: u64,
     pub warmup_ops: u64,
     pub client_cpu: Option<usize>,
+    /// The protocol the workload speaks (`--protocol binary|text|meta`).
+    pub proto: Proto,
 }
 
 impl Default for Cfg {
@@ -69,6 +72,7 @@ impl Default for Cfg {
             ops: 0,
             warmup_ops: 0,
             client_cpu: None,
+            proto: Proto::Binary,
         }
     }
 }
@@ -130,6 +134,7 @@ pub fn apply_flag(c: &mut Cfg, k: &str, v: &str) -> Res<bool> {
         "ops" => c.ops = num(&f, v)?,
         "warmup-ops" => c.warmup_ops = num(&f, v)?,
         "client-cpu" => c.client_cpu = Some(num(&f, v)?),
+        "protocol" => c.proto = Proto::parse(v)?,
         _ => return Ok(false),
     }
     Ok(true)

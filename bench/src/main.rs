@@ -38,6 +38,7 @@ mod histogram;
 mod procfs;
 mod report;
 mod storm;
+mod text;
 mod wire;
 mod worker;
 mod workload;
@@ -174,7 +175,7 @@ fn usage() -> &'static str {
   run:     --server HOST:PORT (repeatable) --conns 50 --pipeline 1 --quiet-batch 0 --keys 100000
            --value-size 32 (or MIN..MAX) --get-ratio 0.9 --zipf S --prefill --duration 5 --warmup 1
            --threads 1 --rate OPS_PER_SEC --key-prefix key: --ring-mode ketama|ketama-md5|ketama-weighted
-           --client-cpu N --seed N
+           --client-cpu N --seed N --protocol binary|text|meta (quiet batches: `get k1..kN` / `mg k q`..`mn`)
   fill:    --items 1000000 --value-size 100 (keys key:%010d), pipelined; or --fill-bytes B
   hits:    --keys N --zipf 0.99: gets with set-on-miss, reports the hit ratio
   any:     --ops N --warmup-ops W: count-based instead of timed (checked, W not counted)

@@ -65,8 +65,15 @@ pub fn report(cfg: &Cfg, st: &Stats, label: &str) {
     );
     if q {
         println!(
-            "  {:<12} {:>14.0}   (GETKQ batches of {})",
-            "keys/s", s.keys_s, cfg.quiet_batch
+            "  {:<12} {:>14.0}   ({} batches of {})",
+            "keys/s",
+            s.keys_s,
+            match cfg.proto {
+                crate::text::Proto::Binary => "GETKQ + NOOP",
+                crate::text::Proto::Text => "`get k1 .. kN`",
+                crate::text::Proto::Meta => "`mg k k f v q` + `mn`",
+            },
+            cfg.quiet_batch
         );
     }
     println!(
@@ -93,9 +100,9 @@ pub fn report(cfg: &Cfg, st: &Stats, label: &str) {
     let mut j = String::new();
     let _ = write!(
         j,
-        "{{\"label\":\"{label}\",\"ops_per_sec\":{:.1},\"keys_per_sec\":{:.1},\"gets\":{},\"sets\":{},\"hits\":{},\"misses\":{},\"errors\":{},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"conns\":{},\"pipeline\":{},\"quiet_batch\":{},\"rate\":{:.0},\"seconds\":{:.2},\"bench_cpu_pct\":{:.1}}}",
+        "{{\"label\":\"{label}\",\"ops_per_sec\":{:.1},\"keys_per_sec\":{:.1},\"gets\":{},\"sets\":{},\"hits\":{},\"misses\":{},\"errors\":{},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"conns\":{},\"pipeline\":{},\"quiet_batch\":{},\"protocol\":\"{}\",\"rate\":{:.0},\"seconds\":{:.2},\"bench_cpu_pct\":{:.1}}}",
         s.ops_s, s.keys_s, st.gets + st.keys, st.sets, st.hits, st.misses, st.errors, s.p50, s.p90, s.p99, s.p999, s.max,
-        cfg.conns, cfg.pipeline, cfg.quiet_batch, cfg.rate, st.elapsed, st.bench_cpu
+        cfg.conns, cfg.pipeline, cfg.quiet_batch, cfg.proto.name(), cfg.rate, st.elapsed, st.bench_cpu
     );
     println!("{j}");
 }

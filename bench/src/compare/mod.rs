@@ -60,6 +60,9 @@ fn bench_cmdline(c: &Cfg, port: u16) -> String {
     if c.rate > 0.0 {
         let _ = write!(s, " --rate {:.0}", c.rate);
     }
+    if c.proto != crate::text::Proto::Binary {
+        let _ = write!(s, " --protocol {}", c.proto.name());
+    }
     s
 }
 
@@ -312,9 +315,12 @@ pub fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
             }
             _ => {}
         }
-        for v in workloads::variants(w, &o.base, p1_max, &servers, &mut errors)? {
+        for mut v in workloads::variants(w, &o.base, p1_max, &servers, &mut errors)? {
+            if v.cfg.proto != crate::text::Proto::Binary {
+                v.label = format!("{} {}", v.cfg.proto.name(), v.label);
+            }
             let (row, meds) = run_variant(&v, &servers, o.rounds, &mut errors)?;
-            if v.label == "p1" {
+            if w == "p1" {
                 // memcached's p1 maximum (the last server) sets the latency rates.
                 p1_max = meds.last().copied().unwrap_or(0.0);
             }

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use super::{Kind, Pending, Worker};
 use crate::cli::Mode;
+use crate::text::{self, Proto};
 use crate::wire::{put_get, put_header, put_set, OP_GET, OP_GETKQ, OP_NOOP};
 
 impl Worker<'_> {
@@ -59,9 +60,35 @@ impl Worker<'_> {
         })
     }
 
+    /// The text or meta protocol spelling of `encode`.
+    fn encode_text(&mut self, ci: usize, kind: Kind, id: u32, proto: Proto) {
+        let p = self.plan;
+        let prefix = p.cfg.key_prefix.as_bytes();
+        match kind {
+            Kind::Get => text::put_get(&mut self.conns[ci].out, proto, prefix, id),
+            Kind::Set => {
+                let out = &mut self.conns[ci].out;
+                text::put_set(out, proto, prefix, id, p.values.len(id));
+                p.values.put(out, id);
+                text::put_set_end(out);
+            }
+            Kind::Batch(n) => {
+                for _ in 0..n {
+                    let id = self.pick_key(self.conns[ci].server);
+                    self.conns[ci].batch_ids.push_back(id);
+                }
+                let c = &mut self.conns[ci];
+                text::put_batch(&mut c.out, proto, prefix, c.batch_ids.make_contiguous());
+            }
+        }
+    }
+
     /// Appends the request's bytes to connection `ci`'s output.
     fn encode(&mut self, ci: usize, kind: Kind, id: u32, opaque: u32) {
         let p = self.plan;
+        if p.cfg.proto != Proto::Binary {
+            return self.encode_text(ci, kind, id, p.cfg.proto);
+        }
         let prefix = p.cfg.key_prefix.as_bytes();
         match kind {
             Kind::Get => put_get(&mut self.conns[ci].out, OP_GET, prefix, id, opaque),

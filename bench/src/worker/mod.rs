@@ -5,6 +5,7 @@
 mod issue;
 mod phase;
 mod respond;
+mod respond_text;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -227,6 +228,9 @@ impl Worker<'_> {
 
     /// Takes every whole response out of the input buffer.
     fn parse(&mut self, ci: usize) {
+        if self.plan.cfg.proto != crate::text::Proto::Binary {
+            return self.parse_text(ci);
+        }
         loop {
             let c = &self.conns[ci];
             let avail = c.in_end - c.in_start;

@@ -60,24 +60,44 @@ impl Worker<'_> {
 
     /// The NOOP that closes a quiet batch: the batch's keys are counted here.
     fn on_batch_end(&mut self, ci: usize, h: &Header, first: u32, n: u32, counted: bool) -> Check {
-        let c = &mut self.conns[ci];
-        let hits = c.batch_hits as u64;
-        c.batch_hits = 0;
-        c.batch_last = None;
-        c.batch_ids.drain(..n as usize);
+        self.end_batch(ci, n, counted);
         if h.op != OP_NOOP || h.opaque != first.wrapping_add(n) || h.status != 0 || h.body != 0 {
             return Err(format!(
                 "batch end: op 0x{:02x} status {} body {}",
                 h.op, h.status, h.body
             ));
         }
+        Ok(())
+    }
+
+    /// Closes a batch of `n` keys on connection `ci`: its hits and misses are counted.
+    pub(super) fn end_batch(&mut self, ci: usize, n: u32, counted: bool) {
+        let c = &mut self.conns[ci];
+        let hits = c.batch_hits as u64;
+        c.batch_hits = 0;
+        c.batch_last = None;
+        c.batch_ids.drain(..n as usize);
         if counted {
             self.st.batches += 1;
             self.st.keys += n as u64;
             self.st.hits += hits;
             self.st.misses += n as u64 - hits;
         }
-        Ok(())
+    }
+
+    /// Whether the answer to `p`, arriving `now`, counts (inside the measured window).
+    pub(super) fn counts(&self, p: &super::Pending, now: Instant) -> bool {
+        !p.warm && (self.finite() || (now <= self.end && p.t0 >= self.mstart))
+    }
+
+    /// The request at the front of connection `ci` is answered: pop it, record latency.
+    pub(super) fn complete(&mut self, ci: usize, now: Instant, counted: bool) {
+        if let Some(p) = self.conns[ci].pending.pop_front() {
+            if counted {
+                let ns = now.saturating_duration_since(p.t0).as_nanos() as u64;
+                self.hist.record(ns);
+            }
+        }
     }
 
     /// A GET's answer: a miss (which `hits` mode follows with a SET) or a checked hit.
@@ -132,8 +152,8 @@ impl Worker<'_> {
                 h.op
             ));
         };
-        let (opaque, kind, id, t0) = (front.opaque, front.kind, front.id, front.t0);
-        let counted = !front.warm && (self.finite() || (now <= self.end && t0 >= self.mstart));
+        let (opaque, kind, id) = (front.opaque, front.kind, front.id);
+        let counted = self.counts(front, now);
         if h.key_len + h.extras > h.body {
             self.conns[ci].dead = true;
             return self.st.error(format!(
@@ -156,11 +176,7 @@ impl Worker<'_> {
             self.st.error(format!("{s}: {m}"));
         }
         if !in_batch {
-            self.conns[ci].pending.pop_front();
-            if counted {
-                self.hist
-                    .record(now.saturating_duration_since(t0).as_nanos() as u64);
-            }
+            self.complete(ci, now, counted);
         }
     }
 }
