@@ -18,6 +18,9 @@ pub struct Clock {
     epoch_unix: u64,
     /// Relative seconds now; refreshed once per loop turn.
     now: u32,
+    /// Relative seconds at `started` (later than START_SECS after a warm restart,
+    /// whose clock carries on the stopped process's time line).
+    base: u32,
     started: Instant,
 }
 
@@ -30,15 +33,38 @@ impl Clock {
         Clock {
             epoch_unix: unix.saturating_sub(u64::from(START_SECS)),
             now: START_SECS,
+            base: START_SECS,
             started: Instant::now(),
         }
+    }
+
+    /// Carries on the time line of a stopped process whose relative time 0 was
+    /// unix time `epoch_unix`, so that its items' expiry times keep their meaning
+    /// and TTLs count through the downtime. None if that time line does not
+    /// reach now (a clock set back) or is too long to count in 32 bits.
+    pub fn resume(epoch_unix: u64) -> Option<Clock> {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let now = u32::try_from(unix.checked_sub(epoch_unix)?).ok()?;
+        (START_SECS..u32::MAX / 2).contains(&now).then(|| Clock {
+            epoch_unix,
+            now,
+            base: now,
+            started: Instant::now(),
+        })
+    }
+
+    /// Unix time of relative time 0.
+    pub fn epoch_unix(&self) -> u64 {
+        self.epoch_unix
     }
 
     /// Sets the time from an instant the caller already read (the event loop reads
     /// the clock once per turn).
     pub fn refresh_at(&mut self, instant: Instant) {
         let elapsed = instant.saturating_duration_since(self.started).as_secs();
-        self.now = START_SECS.saturating_add(u32::try_from(elapsed).unwrap_or(u32::MAX - 2));
+        self.now = self
+            .base
+            .saturating_add(u32::try_from(elapsed).unwrap_or(u32::MAX));
     }
 
     /// Moves time forward by `secs` (tests and fuzzing drive time by hand).
@@ -102,6 +128,16 @@ mod tests {
         assert!(clock.is_expired(1));
         clock.advance(10);
         assert!(clock.is_expired(rel));
+    }
+
+    #[test]
+    fn a_resumed_clock_carries_on_the_old_time_line() {
+        let old = Clock::start();
+        let resumed = Clock::resume(old.epoch_unix() - 100).unwrap();
+        assert!((100..=103).contains(&(resumed.now() - old.now())));
+        assert_eq!(resumed.expiry(10), resumed.now() + 10);
+        let future = old.unix_now() + 3600;
+        assert!(Clock::resume(future).is_none(), "a clock set back");
     }
 
     #[test]

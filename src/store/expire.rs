@@ -49,6 +49,11 @@ impl Expiry {
         self.flush_at = Some(at);
     }
 
+    /// The pending delayed flush, if any.
+    pub fn pending_flush(&self) -> Option<u32> {
+        self.flush_at
+    }
+
     /// Everything goes now.
     pub fn flush_now(&mut self, segments: &mut Segments, index: &mut Index) {
         index.clear();

@@ -40,8 +40,13 @@ fn key_of(arena: &[u8], addr: usize) -> &[u8] {
 
 impl Index {
     pub fn new(shift: u32) -> Index {
+        Self::with_capacity(shift, INITIAL_CAPACITY)
+    }
+
+    /// An index with room for `items` entries before it grows.
+    pub fn with_capacity(shift: u32, items: usize) -> Index {
         Index {
-            table: HashTable::with_capacity(INITIAL_CAPACITY),
+            table: HashTable::with_capacity(items.max(INITIAL_CAPACITY)),
             hasher: DefaultHashBuilder::default(),
             shift,
         }

@@ -122,6 +122,29 @@ pub fn decode(bytes: &[u8]) -> Header {
     }
 }
 
+/// Bits an item header may carry; any other bit means the bytes are not an item.
+const KNOWN_BITS: u8 = HAS_FLAGS | HAS_EXPIRY | ACCESSED | FETCHED | DEAD;
+
+/// Decodes the header at the start of `bytes` if the bytes can be an item that
+/// lies wholly inside `bytes`: for memory that is not trusted yet (the walk
+/// after a warm restart). Keys are never empty, so zeroed memory is refused.
+pub fn decode_checked(bytes: &[u8]) -> Option<Header> {
+    let bits = *bytes.first()?;
+    if bits & !KNOWN_BITS != 0 || *bytes.get(1)? == 0 {
+        return None;
+    }
+    // The value length is a varint of at most 5 bytes.
+    for at in 3..8 {
+        if *bytes.get(at - 1)? & 0x80 == 0 {
+            let fields =
+                4 * usize::from(bits & HAS_FLAGS != 0) + 4 * usize::from(bits & HAS_EXPIRY != 0);
+            let header = decode(bytes.get(..at + CAS_LEN + fields)?);
+            return (header.total_len() <= bytes.len()).then_some(header);
+        }
+    }
+    None
+}
+
 #[inline]
 fn read_cas(bytes: &[u8], at: usize) -> u64 {
     let mut out = [0u8; 8];
@@ -193,6 +216,25 @@ pub fn encode(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_decode_refuses_what_is_not_a_whole_item() {
+        let key = b"k";
+        let len = item_len(1, 300, 7, 9);
+        let mut buf = vec![0u8; len];
+        encode(&mut buf, key, 300, 7, 9, 5);
+        assert_eq!(decode_checked(&buf).unwrap().total_len(), len);
+        let mut small = [0u8; 10];
+        encode(&mut small, key, 0, 0, 0, 5);
+        assert_eq!(decode_checked(&small).unwrap().total_len(), 10);
+        for cut in 0..len {
+            assert!(decode_checked(&buf[..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(decode_checked(&[0u8; 64]).is_none(), "zeroed memory");
+        let mut bad = buf.clone();
+        bad[0] |= 0x80;
+        assert!(decode_checked(&bad).is_none(), "unknown bit");
+    }
 
     #[test]
     fn small_item_header_is_nine_bytes() {

@@ -24,9 +24,13 @@ mod expire;
 mod index;
 pub mod item;
 pub mod number;
+pub mod restart;
 mod segments;
+mod warm;
 
-use std::time::Instant;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use arena::Arena;
 pub use clock::Clock;
@@ -34,8 +38,10 @@ use evict::{unlink, Eviction};
 use expire::{ttl_bucket, Expiry};
 use index::Index;
 use item::{Header, ACCESSED, DEAD, FETCHED};
+use restart::Meta;
 pub use segments::SEGMENT_BYTES_MIN;
 use segments::{Segments, State};
+pub use warm::Start;
 
 /// memcached's per-item overhead in its size check (48-byte header, 8-byte CAS,
 /// a NUL after the key, "\r\n" after the value): an item is too large when
@@ -129,15 +135,27 @@ pub struct Store {
     /// Reused for values built from an old one (append, prepend, touch rewrites).
     scratch: Vec<u8>,
     counts: FrontCounts,
+    memory_file: Option<MemoryFile>,
+}
+
+/// The file the arena maps with `-e`.
+#[derive(Clone, Debug)]
+struct MemoryFile {
+    path: PathBuf,
+    on_tmpfs: bool,
 }
 
 impl Store {
     /// Reserves address space for `-m` and starts with no memory committed.
-    pub fn new(config: StoreConfig, clock: Clock) -> std::io::Result<Store> {
+    pub fn new(config: StoreConfig, clock: Clock) -> io::Result<Store> {
         let (segment_len, count) = Segments::geometry(config.memory_limit, config.item_size_max);
         let segments = Segments::new(Arena::new(count * segment_len)?, segment_len, count);
         let index = Index::new(segments.align_shift());
-        Ok(Store {
+        Ok(Store::from_parts(config, segments, index, clock))
+    }
+
+    fn from_parts(config: StoreConfig, segments: Segments, index: Index, clock: Clock) -> Store {
+        Store {
             segments,
             index,
             eviction: Eviction::new(config.memory_limit),
@@ -148,7 +166,96 @@ impl Store {
             next_cas: 1,
             scratch: Vec::new(),
             counts: FrontCounts::default(),
-        })
+            memory_file: None,
+        }
+    }
+
+    /// A store whose arena is a shared mapping of the file at `path` (`-e`):
+    /// the items of the last clean stop come back if its record beside the file
+    /// matches this configuration; otherwise the file is re-initialised and the
+    /// store starts empty. Errs only when the file cannot be opened or mapped.
+    pub fn with_memory_file(config: StoreConfig, path: &Path) -> io::Result<(Store, Start)> {
+        let started = Instant::now();
+        let (segment_len, count) = Segments::geometry(config.memory_limit, config.item_size_max);
+        let expected = (
+            config.memory_limit as u64,
+            config.item_size_max as u64,
+            segment_len as u64,
+        );
+        let (file, restored) = warm::open(path, expected, segment_len, count)?;
+        let memory_file = Some(MemoryFile {
+            path: path.to_path_buf(),
+            on_tmpfs: warm::on_tmpfs(&file).unwrap_or(false),
+        });
+        let (mut store, start) = match restored {
+            Ok(r) => {
+                let mut store = Store::from_parts(config, r.segments, r.index, r.clock);
+                store.next_cas = r.meta.next_cas.max(r.rebuilt.max_cas + 1);
+                if store.next_cas >= item::CAS_LIMIT {
+                    store.next_cas = 1;
+                }
+                if r.meta.flush_at != 0 {
+                    store.expiry.schedule_flush(r.meta.flush_at);
+                }
+                let start = Start::Restored {
+                    items: r.rebuilt.items,
+                    bytes: store.segments.live_bytes(),
+                    expired: r.rebuilt.expired,
+                    micros: started.elapsed().as_micros() as u64,
+                };
+                (store, start)
+            }
+            Err(reason) => {
+                warm::reinitialise(&file, segment_len * count)?;
+                let arena = Arena::map_file(&file, segment_len * count)?;
+                let segments = Segments::new(arena, segment_len, count);
+                let index = Index::new(segments.align_shift());
+                (
+                    Store::from_parts(config, segments, index, Clock::start()),
+                    Start::Cold { reason },
+                )
+            }
+        };
+        store.memory_file = memory_file;
+        // A delayed flush that fell due while the server was down happens now,
+        // before anything is served.
+        store.run_due_work(0);
+        Ok((store, start))
+    }
+
+    /// The memory file (`-e`), if there is one, and whether it is on tmpfs.
+    pub fn memory_file(&self) -> Option<(&Path, bool)> {
+        self.memory_file
+            .as_ref()
+            .map(|f| (f.path.as_path(), f.on_tmpfs))
+    }
+
+    /// On a clean stop with `-e`: writes the restart record beside the memory
+    /// file (after writing the arena back when the file is not on tmpfs). Returns
+    /// how long it took, or None without a memory file.
+    pub fn save_for_restart(&self) -> io::Result<Option<Duration>> {
+        let Some(file) = &self.memory_file else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        if !file.on_tmpfs {
+            self.segments.arena().sync()?;
+        }
+        let (segments, fifo) = self.segments.snapshot();
+        let meta = Meta {
+            memory_limit: self.memory_limit as u64,
+            item_size_max: self.item_size_max as u64,
+            segment_len: self.segments.segment_len() as u64,
+            items: u32::try_from(self.index.len()).unwrap_or(u32::MAX),
+            next_cas: self.next_cas,
+            flush_at: self.expiry.pending_flush().unwrap_or(0),
+            clock_epoch_unix: self.clock.epoch_unix(),
+            stopped_unix_nanos: warm::unix_nanos(),
+            segments,
+            fifo,
+        };
+        restart::write_atomically(&file.path, &meta.encode())?;
+        Ok(Some(started.elapsed()))
     }
 
     // ---- time ----

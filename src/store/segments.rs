@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 
 use super::arena::Arena;
 use super::item::{self, Header, DEAD};
+use super::restart::{SavedSegment, SavedState};
 
 /// Smallest segment: large enough that per-segment metadata and tail waste are
 /// negligible, small enough that eviction frees memory in fine steps.
@@ -408,5 +409,120 @@ impl Segments {
             .filter(|s| s.state != State::Free)
             .map(|s| (s.write_at - s.live_bytes) as u64)
             .sum()
+    }
+
+    // ---- warm restart ----
+
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+
+    /// Every segment's state for the restart record, and the eviction queue's
+    /// live entries, oldest first. A segment being swept holds only expired
+    /// items: it is recorded as free.
+    pub fn snapshot(&self) -> (Vec<SavedSegment>, Vec<u32>) {
+        let mut saved: Vec<SavedSegment> = self
+            .meta
+            .iter()
+            .map(|s| SavedSegment {
+                state: match s.state {
+                    State::Free | State::Sweeping => SavedState::Free,
+                    State::Open => SavedState::Open,
+                    State::Sealed => SavedState::Sealed,
+                },
+                bucket: s.bucket,
+                write_at: s.write_at as u32,
+            })
+            .collect();
+        for &id in &self.warm {
+            saved[id as usize] = SavedSegment {
+                state: SavedState::Warm,
+                bucket: 0,
+                write_at: 0,
+            };
+        }
+        let fifo = self
+            .fifo
+            .iter()
+            .filter(|&&(id, epoch)| {
+                let s = &self.meta[id as usize];
+                s.epoch == epoch && s.state == State::Sealed
+            })
+            .map(|&(id, _)| id)
+            .collect();
+        (saved, fifo)
+    }
+
+    /// Takes segment states from a restart record, with no live items counted
+    /// yet (the walk that rebuilds the index counts them). Refuses a record that
+    /// does not describe these segments.
+    pub fn restore(&mut self, saved: &[SavedSegment], fifo: &[u32]) -> Result<(), &'static str> {
+        if saved.len() != self.meta.len() {
+            return Err("segment count differs");
+        }
+        self.free.clear();
+        for (id, s) in saved.iter().enumerate() {
+            let id = id as u32;
+            if s.write_at as usize > self.segment_len || usize::from(s.bucket) >= TTL_BUCKETS {
+                return Err("segment write position or TTL class out of range");
+            }
+            let state = match s.state {
+                SavedState::Free => {
+                    self.free.push(id);
+                    continue;
+                }
+                SavedState::Warm => {
+                    self.warm.push(id);
+                    continue;
+                }
+                SavedState::Open if self.tails[usize::from(s.bucket)].is_some() => {
+                    return Err("two open segments in one TTL class");
+                }
+                SavedState::Open => {
+                    self.tails[usize::from(s.bucket)] = Some(id);
+                    State::Open
+                }
+                SavedState::Sealed => State::Sealed,
+            };
+            self.committed += 1;
+            self.meta[id as usize] = Segment {
+                state,
+                epoch: 1,
+                write_at: s.write_at as usize,
+                bucket: s.bucket,
+                ..Segment::FREE
+            };
+        }
+        self.restore_fifo(fifo)
+    }
+
+    fn restore_fifo(&mut self, fifo: &[u32]) -> Result<(), &'static str> {
+        let sealed = self
+            .meta
+            .iter()
+            .filter(|s| s.state == State::Sealed)
+            .count();
+        if fifo.len() != sealed {
+            return Err("eviction queue does not list every sealed segment");
+        }
+        for &id in fifo {
+            match self.meta.get_mut(id as usize) {
+                // Epoch 2 marks "queued" while checking for duplicates.
+                Some(s) if s.state == State::Sealed && s.epoch == 1 => s.epoch = 2,
+                _ => return Err("eviction queue names a segment that is not sealed"),
+            }
+            self.fifo.push_back((id, 2));
+        }
+        Ok(())
+    }
+
+    /// Frees sealed segments that a restore left with nothing live.
+    pub fn free_empty_sealed(&mut self) {
+        for id in 0..self.meta.len() as u32 {
+            let s = &self.meta[id as usize];
+            if s.state == State::Sealed && s.live_items == 0 {
+                self.free_segment(id);
+            }
+        }
     }
 }

@@ -466,3 +466,209 @@ fn a_128_mib_item_limit_stores_items_of_that_size() {
     assert_eq!(s.get(&[b'k', 5]).unwrap().value.len(), big.len());
     s.check_consistency().unwrap();
 }
+
+// ---- warm restart ----
+
+/// A memory file path of its own for one test, on tmpfs where there is one.
+fn memory_path(name: &str) -> std::path::PathBuf {
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!("pincache-unit-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(restart::meta_path(&path));
+    path
+}
+
+fn open(mb: usize, path: &std::path::Path) -> (Store, Start) {
+    Store::with_memory_file(
+        StoreConfig {
+            memory_limit: mb << 20,
+            item_size_max: 1 << 20,
+        },
+        path,
+    )
+    .unwrap()
+}
+
+fn cleanup(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(restart::meta_path(path));
+}
+
+#[test]
+fn a_clean_stop_brings_every_item_back_byte_for_byte() {
+    let path = memory_path("round-trip");
+    let (mut s, start) = open(16, &path);
+    assert!(matches!(start, Start::Cold { .. }), "{start:?}");
+    let sizes = [
+        0usize,
+        1,
+        100,
+        16 << 10,
+        20_000,
+        (1 << 20) - MEMCACHED_ITEM_OVERHEAD - 8,
+    ];
+    let mut cas = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let value: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+        let key = format!("key{i}");
+        cas.push(
+            s.store(Mode::Set, key.as_bytes(), &value, i as u32 * 1000, 0, 0)
+                .unwrap(),
+        );
+    }
+    s.store(Mode::Set, b"gone", b"v", 0, 0, 0).unwrap();
+    s.delete(b"gone", 0).unwrap();
+    s.store(Mode::Set, b"twice", b"old", 0, 0, 0).unwrap();
+    s.store(Mode::Set, b"twice", b"new", 0, 0, 0).unwrap();
+    s.store(Mode::Set, b"ttl", b"v", 0, 1000, 0).unwrap();
+    let next = s.store(Mode::Set, b"last", b"v", 0, 0, 0).unwrap();
+    s.save_for_restart().unwrap().unwrap();
+    drop(s);
+
+    let (mut s, start) = open(16, &path);
+    assert!(
+        matches!(start, Start::Restored { items: 9, .. }),
+        "{start:?}"
+    );
+    assert!(
+        !restart::meta_path(&path).exists(),
+        "record removed before serving"
+    );
+    s.check_consistency().unwrap();
+    for (i, &size) in sizes.iter().enumerate() {
+        let item = s.get(format!("key{i}").as_bytes()).unwrap();
+        let value: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+        assert_eq!(
+            (item.value, item.flags, item.cas),
+            (&value[..], i as u32 * 1000, cas[i])
+        );
+    }
+    assert!(s.get(b"gone").is_none(), "a deleted key came back");
+    assert_eq!(s.get(b"twice").unwrap().value, b"new");
+    assert!(s.touch(b"ttl", 1000).is_some());
+    // A CAS taken before the stop still works, and new CAS values are higher.
+    let new = s.store(Mode::Set, b"key2", b"w", 0, 0, cas[2]).unwrap();
+    assert!(new > next);
+    s.check_consistency().unwrap();
+    drop(s);
+    cleanup(&path);
+}
+
+#[test]
+fn eviction_and_compaction_before_the_stop_restore_consistently() {
+    let path = memory_path("evicted");
+    let (mut s, _) = open(4, &path);
+    let mut last = HashMap::new();
+    for i in 0..40_000u32 {
+        let key = format!("k{}", i % 9000);
+        let value = vec![(i % 251) as u8; 300 + (i % 7) as usize * 50];
+        s.store(Mode::Set, key.as_bytes(), &value, i, 0, 0).unwrap();
+        if i % 3 == 0 {
+            s.get(format!("k{}", i / 2 % 9000).as_bytes());
+        }
+        last.insert(key, (value, i));
+    }
+    assert!(s.stats().evictions > 0 && s.stats().segments_compacted > 0);
+    let before = s.stats().curr_items;
+    s.save_for_restart().unwrap().unwrap();
+    drop(s);
+    let (mut s, start) = open(4, &path);
+    assert!(
+        matches!(start, Start::Restored { items, .. } if items == before),
+        "{start:?}"
+    );
+    s.check_consistency().unwrap();
+    let mut found = 0;
+    for (key, (value, flags)) in &last {
+        if let Some(item) = s.get(key.as_bytes()) {
+            assert_eq!((item.value, item.flags), (&value[..], *flags));
+            found += 1;
+        }
+    }
+    assert_eq!(found, before);
+    // The restored store keeps evicting correctly.
+    for i in 0..20_000u32 {
+        s.store(Mode::Set, format!("n{i}").as_bytes(), &[1; 400], 0, 0, 0)
+            .unwrap();
+    }
+    s.check_consistency().unwrap();
+    drop(s);
+    cleanup(&path);
+}
+
+#[test]
+fn a_pending_delayed_flush_survives_the_restart() {
+    let path = memory_path("flush");
+    let (mut s, _) = open(8, &path);
+    s.store(Mode::Set, b"a", b"v", 0, 0, 0).unwrap();
+    s.flush(3600);
+    s.save_for_restart().unwrap().unwrap();
+    drop(s);
+    let (mut s, _) = open(8, &path);
+    assert!(s.get(b"a").is_some());
+    s.advance_clock(3601);
+    s.run_due_work(100);
+    assert!(s.get(b"a").is_none(), "the flush was forgotten");
+    drop(s);
+    cleanup(&path);
+}
+
+fn cold_reason(start: &Start) -> &str {
+    match start {
+        Start::Cold { reason } => reason,
+        Start::Restored { .. } => panic!("restored: {start:?}"),
+    }
+}
+
+#[test]
+fn each_doubt_starts_cold_with_its_reason_and_the_next_start_is_fine() {
+    let path = memory_path("doubts");
+    let meta = restart::meta_path(&path);
+    let spoil: [(&str, &dyn Fn()); 5] = [
+        ("no metadata", &|| std::fs::remove_file(&meta).unwrap()),
+        ("checksum", &|| {
+            let mut bytes = std::fs::read(&meta).unwrap();
+            bytes[40] ^= 1;
+            std::fs::write(&meta, bytes).unwrap();
+        }),
+        ("cut short", &|| {
+            let bytes = std::fs::read(&meta).unwrap();
+            std::fs::write(&meta, &bytes[..20]).unwrap();
+        }),
+        ("cut short (0 bytes)", &|| {
+            std::fs::write(&meta, b"").unwrap()
+        }),
+        ("memory file is", &|| {
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(1 << 20).unwrap();
+        }),
+    ];
+    for (want, spoil) in spoil {
+        let (mut s, _) = open(8, &path);
+        s.store(Mode::Set, b"k", b"v", 0, 0, 0).unwrap();
+        s.save_for_restart().unwrap().unwrap();
+        drop(s);
+        spoil();
+        let (mut s, start) = open(8, &path);
+        assert!(cold_reason(&start).contains(want), "{want}: {start:?}");
+        assert!(s.get(b"k").is_none());
+        s.store(Mode::Set, b"k2", b"v2", 0, 0, 0).unwrap();
+        s.save_for_restart().unwrap().unwrap();
+        drop(s);
+        let (mut s, start) = open(8, &path);
+        assert!(
+            matches!(start, Start::Restored { items: 1, .. }),
+            "{want}: {start:?}"
+        );
+        assert_eq!(s.get(b"k2").unwrap().value, b"v2");
+        s.save_for_restart().unwrap().unwrap();
+    }
+    let (s, start) = open(16, &path);
+    assert!(cold_reason(&start).contains("-m differs"), "{start:?}");
+    drop(s);
+    cleanup(&path);
+}
