@@ -33,6 +33,8 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     pub cpu: Option<usize>,
     pub verbosity: u8,
+    /// `-e`: the arena is a shared mapping of this file, kept across a clean stop.
+    pub memory_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             idle_timeout_secs: 0,
             cpu: None,
             verbosity: 0,
+            memory_file: None,
         }
     }
 }
@@ -149,6 +152,15 @@ pub const FLAGS: &[Flag] = &[
         help: "item memory in megabytes, index included (default 64)",
         action: Action::Value(|c, flag, v| {
             c.memory_limit_mb = at_least_one(flag, v, "must be at least 1 (megabyte)")?;
+            Ok(())
+        }),
+    },
+    Flag {
+        names: &["-e", "--memory-file"],
+        value: Some("<path>"),
+        help: "keep items in this file (tmpfs, e.g. /dev/shm/pincache-0); a clean stop keeps them for the next start",
+        action: Action::Value(|c, _, v| {
+            c.memory_file = Some(PathBuf::from(v));
             Ok(())
         }),
     },

@@ -21,7 +21,7 @@ use super::sasl::Sasl;
 use super::stats::{Settings, Stats};
 use crate::config::Config;
 use crate::protocol::{Limits, HEADER_LEN, MAX_KEY_LEN};
-use crate::store::{Clock, Store, StoreConfig};
+use crate::store::{Clock, Start, Store, StoreConfig};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 /// Poll timeout while idle: how soon a signal, an idle timeout or a delayed
@@ -50,6 +50,9 @@ fn install_signal_handlers() {
     unsafe {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
         libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        // memcached's signal for "stop and keep the memory file"; here every
+        // clean stop keeps it, so SIGUSR1 is one more way to stop.
+        libc::signal(libc::SIGUSR1, handler as libc::sighandler_t);
         // A peer closing mid-write must be an error from write(), not a kill.
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
@@ -119,13 +122,7 @@ impl Server {
             }
             _ => None,
         };
-        let store = Store::new(
-            StoreConfig {
-                memory_limit: config.memory_limit_bytes(),
-                item_size_max: config.item_size_max,
-            },
-            Clock::start(),
-        )?;
+        let store = open_store(config)?;
         let now = Instant::now();
         let port = match &listener {
             Listener::Tcp(l) => l.local_addr().map(|a| a.port()).unwrap_or(0),
@@ -374,7 +371,67 @@ impl Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+        self.save_for_restart();
     }
+
+    /// With `-e`, writes the restart record after the last answer went out.
+    fn save_for_restart(&self) {
+        let Some((path, _)) = self.store.memory_file() else {
+            return;
+        };
+        let stats = self.store.stats();
+        match self.store.save_for_restart() {
+            Ok(Some(took)) => info!(
+                "memory file {} kept for a warm restart: {} items, {} bytes (metadata written in {} us)",
+                path.display(),
+                stats.curr_items,
+                stats.bytes,
+                took.as_micros()
+            ),
+            Ok(None) => {}
+            Err(e) => warn!(
+                "memory file {}: cannot write the restart record ({e}); the next start will be cold",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// The store: in anonymous memory, or with `-e` in the memory file, restored
+/// from the last clean stop when that can be trusted.
+fn open_store(config: &Config) -> io::Result<Store> {
+    let store_config = StoreConfig {
+        memory_limit: config.memory_limit_bytes(),
+        item_size_max: config.item_size_max,
+    };
+    let Some(path) = &config.memory_file else {
+        return Store::new(store_config, Clock::start());
+    };
+    let (store, start) = Store::with_memory_file(store_config, path)
+        .map_err(|e| io::Error::new(e.kind(), format!("memory file {}: {e}", path.display())))?;
+    if let Some((_, false)) = store.memory_file() {
+        warn!(
+            "memory file {} is not on tmpfs: item writes go back to disk (writeback cost), and a clean stop waits for them",
+            path.display()
+        );
+    }
+    match start {
+        Start::Restored {
+            items,
+            bytes,
+            expired,
+            micros,
+        } => info!(
+            "warm restart from {}: {items} items, {bytes} bytes back in {:.3} s ({expired} expired while down)",
+            path.display(),
+            micros as f64 / 1e6
+        ),
+        Start::Cold { reason } => warn!(
+            "memory file {}: starting cold: {reason}",
+            path.display()
+        ),
+    }
+    Ok(store)
 }
 
 /// Sets a listening socket's backlog. mio's bind listens with 128 (TCP) or the kernel's

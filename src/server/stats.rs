@@ -353,6 +353,11 @@ fn settings_group(w: &mut StatWriter<'_>, stats: &Stats, settings: &Settings) {
     w.stat("binding_protocol", "auto-negotiate");
     w.stat("auth_enabled_sasl", if config.sasl { "yes" } else { "no" });
     w.stat("item_size_max", config.item_size_max);
+    // memcached's name for -e; it prints C's "NULL" when there is none.
+    match &config.memory_file {
+        Some(path) => w.stat("memory_file", path.display()),
+        None => w.stat("memory_file", "NULL"),
+    }
     w.stat("idle_timeout", config.idle_timeout_secs);
     match config.cpu {
         Some(cpu) => w.stat("cpu", cpu),

@@ -5,13 +5,15 @@
 //!
 //! ```text
 //! +----------+---------+-----------------------------------------+----------+-------+
-//! | PINCMETA | version | memory_limit item_size_max segment_len  | counters | clock |
-//! |    8     |   4     | 8            8             8            | 4+8+4    | 8+8   |
+//! | PINCMETA | version | length | memory_limit item_size_max segment_len | counters | clock |
+//! |    8     |   4     |   4    | 8            8             8           | 4+8+4    | 8+8   |
 //! +----------+---------+-----------------------------------------+----------+-------+
 //! | segments: count x (state 1, bucket 1, write_at 4) | fifo: n 4, n x id 4 | crc32 4 |
 //! +---------------------------------------------------+---------------------+---------+
 //! ```
-//! Integers are little-endian; the CRC-32 (IEEE) covers every byte before it.
+//! Integers are little-endian; `length` is the whole record's, so that a record
+//! cut short is told apart from a damaged one; the CRC-32 (IEEE) covers every
+//! byte before it.
 
 use std::fs;
 use std::io::{self, Write};
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"PINCMETA";
 /// Bytes before the segment table.
-const FIXED_LEN: usize = 8 + 4 + 8 * 3 + 4 + 8 + 4 + 8 + 8;
+const FIXED_LEN: usize = 8 + 4 + 4 + 8 * 3 + 4 + 8 + 4 + 8 + 8;
 const SEGMENT_RECORD_LEN: usize = 6;
 
 /// A segment's state as the record keeps it.
@@ -138,6 +140,8 @@ impl Meta {
         );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // The length, filled in below.
+        out.extend_from_slice(&0u32.to_le_bytes());
         for n in [self.memory_limit, self.item_size_max, self.segment_len] {
             out.extend_from_slice(&n.to_le_bytes());
         }
@@ -155,6 +159,8 @@ impl Meta {
         for id in &self.fifo {
             out.extend_from_slice(&id.to_le_bytes());
         }
+        let len = (out.len() + 4) as u32;
+        out[12..16].copy_from_slice(&len.to_le_bytes());
         let crc = crc32(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -163,18 +169,30 @@ impl Meta {
     /// Decodes a record, checking magic, version, checksum and that every byte is
     /// accounted for.
     pub fn decode(bytes: &[u8]) -> Result<Meta, MetaError> {
-        if bytes.len() < FIXED_LEN + 4 + 4 + 4 {
-            return Err(MetaError::Short { len: bytes.len() });
+        let short = MetaError::Short { len: bytes.len() };
+        if bytes.len() < 16 {
+            return Err(short);
         }
         if &bytes[..8] != MAGIC {
             return Err(MetaError::Magic);
         }
-        let (body, tail) = bytes.split_at(bytes.len() - 4);
-        let mut r = Reader { bytes: body, at: 8 };
+        let mut r = Reader { bytes, at: 8 };
         let version = r.u32()?;
         if version != FORMAT_VERSION {
             return Err(MetaError::Version(version));
         }
+        let declared = r.u32()? as usize;
+        if bytes.len() < declared.max(FIXED_LEN + 4 + 4 + 4) {
+            return Err(short);
+        }
+        if bytes.len() > declared {
+            return Err(MetaError::Malformed("bytes after the record"));
+        }
+        let (body, tail) = bytes.split_at(bytes.len() - 4);
+        let mut r = Reader {
+            bytes: body,
+            at: 16,
+        };
         if crc32(body).to_le_bytes() != tail {
             return Err(MetaError::Checksum);
         }
@@ -350,6 +368,14 @@ mod tests {
             Meta::decode(&bytes),
             Err(MetaError::Version(FORMAT_VERSION + 1))
         );
+    }
+
+    #[test]
+    fn a_cut_record_says_so() {
+        let bytes = sample().encode();
+        for len in [0, 15, 16, 40, bytes.len() - 1] {
+            assert_eq!(Meta::decode(&bytes[..len]), Err(MetaError::Short { len }));
+        }
     }
 
     #[test]
