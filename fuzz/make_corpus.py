@@ -4,6 +4,7 @@ streams (every opcode, quiet batches closed by NOOP, counters, append, flush,
 stats, oversized values, malformed headers).
 
     fuzz/seeds/parse_request/<name>   the raw stream
+    fuzz/seeds/parse_text/<name>      text and meta lines (text_streams)
     fuzz/seeds/connection/<name>      4 config bytes (see fuzz_targets/connection.rs),
                                       then the same stream
 
@@ -204,6 +205,27 @@ CONFIG = {
 }
 
 
+def text_streams():
+    """Seeds for parse_text: classic and meta lines as clients send them."""
+    big_get = b"get " + b" ".join(b"k%d" % i for i in range(600)) + b"\r\n"
+    return {
+        "text_get_many": b"get a b c\r\ngets a\r\ngat 10 a b\r\ngats -1 a\r\n",
+        "text_storage": b"set k 1 0 5\r\nhello\r\nadd k 0 0 1 noreply\r\nx\r\n"
+        b"append k 0 0 2\r\n\r\n\r\ncas k 0 0 1 77\r\ny\r\n",
+        "text_arith_delete_touch": b"incr n 1\r\ndecr n 18446744073709551615 noreply\r\n"
+        b"delete k 0 noreply\r\ntouch k -1\r\n",
+        "text_misc": b"version\r\nverbosity 1\r\nflush_all 10 noreply\r\nstats\r\n"
+        b"stats detail dump\r\ncache_memlimit 64\r\nquit\r\n",
+        "text_meta": b"mg k v c f s t k O1 q\r\nms k 2 T0 F5 MA\r\nhi\r\nmd k q I\r\n"
+        b"ma n N0 J13 D2 MD\r\nmn\r\nme k\r\nmg YQ== b v\r\n",
+        "text_errors": b"bogus\r\nget\r\nset k 0 0 -1\r\nset k x 0 1\r\n"
+        b"incr k -1\r\nget " + b"k" * 251 + b"\r\n\nGET / HTTP/1.1\r\n",
+        "text_bare_newlines": b"set k 0 0 1\nv\r\nget k\n   get   k   \n",
+        "text_long_get": big_get,
+        "text_unended": b"set k 0 0 1 " + b"x" * 2100,
+    }
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "seeds")
@@ -216,7 +238,11 @@ def main():
         with open(os.path.join(out, "connection", name), "wb") as f:
             f.write(CONFIG.get(name, bytes(4)) + data)
         count += 1
-    print(f"wrote {count} seeds per target under {out}")
+    os.makedirs(os.path.join(out, "parse_text"), exist_ok=True)
+    for name, data in sorted(text_streams().items()):
+        with open(os.path.join(out, "parse_text", name), "wb") as f:
+            f.write(data)
+    print(f"wrote {count} seeds per binary target and {len(text_streams())} for parse_text under {out}")
 
 
 if __name__ == "__main__":
