@@ -7,6 +7,7 @@ pub mod connection;
 pub mod dispatch;
 pub mod event_loop;
 pub mod log_limit;
+pub mod meta;
 pub mod sasl;
 pub mod stats;
 pub mod text;

@@ -175,8 +175,8 @@ pub fn write_group(
     match group {
         b"" => general(&mut w, stats, store, settings),
         b"settings" => settings_group(&mut w, stats, settings),
-        b"items" => items_group(&mut w, store),
-        b"slabs" => slabs_group(&mut w, store),
+        b"items" => items_group(&mut w, stats, store),
+        b"slabs" => slabs_group(&mut w, stats, store),
         // memcached keeps no size histogram unless started with it.
         b"sizes" => w.stat("sizes_status", "disabled"),
         b"conns" => w.stat("connections", stats.curr_connections),
@@ -314,6 +314,11 @@ fn general(w: &mut StatWriter<'_>, s: &Stats, store: &Store, settings: &Settings
     w.stat("bytes_written", s.bytes_written);
     w.stat("limit_maxbytes", st.limit_maxbytes);
     w.stat("accepting_conns", 1);
+    // We never stop listening (memcached does at -c); no allocation outside the
+    // store can fail softly.
+    w.stat("listen_disabled_num", 0);
+    w.stat("time_in_listen_disabled_us", 0);
+    w.stat("malloc_fails", 0);
     w.stat("threads", 1);
     w.stat("conn_yields", s.conn_yields);
     w.stat("hash_bytes", st.index_bytes);
@@ -350,6 +355,7 @@ fn settings_group(w: &mut StatWriter<'_>, stats: &Stats, settings: &Settings) {
         if stats.detail.enabled { "yes" } else { "no" },
     );
     w.stat("cas_enabled", "yes");
+    w.stat("flush_enabled", "yes");
     w.stat("binding_protocol", "auto-negotiate");
     w.stat("auth_enabled_sasl", if config.sasl { "yes" } else { "no" });
     w.stat("item_size_max", config.item_size_max);
@@ -366,19 +372,42 @@ fn settings_group(w: &mut StatWriter<'_>, stats: &Stats, settings: &Settings) {
 }
 
 /// memcached reports per slab class; we have one store, reported as class 1.
-fn items_group(w: &mut StatWriter<'_>, store: &Store) {
+/// Only the names whose values we know: memcached-tool's `display` reads
+/// `number`, `age`, `evicted`, `evicted_time` and `outofmemory`; we keep no
+/// per-item age, so `age` and `evicted_time` are 0.
+fn items_group(w: &mut StatWriter<'_>, s: &Stats, store: &Store) {
     let st = store.stats();
     w.stat("items:1:number", st.curr_items);
+    w.stat("items:1:age", 0);
     w.stat("items:1:mem_requested", st.bytes);
     w.stat("items:1:evicted", st.evictions);
-    w.stat("items:1:evicted_unfetched", st.evicted_unfetched);
-    w.stat("items:1:expired_unfetched", st.expired_unfetched);
+    w.stat("items:1:evicted_time", 0);
+    w.stat("items:1:outofmemory", s.store_no_memory);
     w.stat("items:1:reclaimed", st.reclaimed);
+    w.stat("items:1:expired_unfetched", st.expired_unfetched);
+    w.stat("items:1:evicted_unfetched", st.evicted_unfetched);
 }
 
-/// Our equivalent of memcached's slab classes: the segments.
-fn slabs_group(w: &mut StatWriter<'_>, store: &Store) {
+/// Our equivalent of memcached's slab classes: the segments, shown as class 1
+/// whose chunks are segments (what memcached-tool's `display` and
+/// memcached_exporter read), then our own segment counters.
+fn slabs_group(w: &mut StatWriter<'_>, s: &Stats, store: &Store) {
     let st = store.stats();
+    w.stat("1:chunk_size", st.segment_bytes);
+    w.stat("1:chunks_per_page", 1);
+    w.stat("1:total_pages", st.segments_used);
+    w.stat("1:total_chunks", st.segments_total);
+    w.stat("1:used_chunks", st.segments_used);
+    w.stat("1:free_chunks", st.segments_free);
+    w.stat("1:free_chunks_end", 0);
+    w.stat("1:get_hits", s.get_hits);
+    w.stat("1:cmd_set", s.cmd_set);
+    w.stat("1:delete_hits", s.delete_hits);
+    w.stat("1:incr_hits", s.incr_hits);
+    w.stat("1:decr_hits", s.decr_hits);
+    w.stat("1:cas_hits", s.cas_hits);
+    w.stat("1:cas_badval", s.cas_badval);
+    w.stat("1:touch_hits", s.touch_hits);
     w.stat("segment_size", st.segment_bytes);
     w.stat("segments_total", st.segments_total);
     w.stat("segments_used", st.segments_used);

@@ -16,7 +16,7 @@ use crate::protocol::{Command, Outcome, Status, MAX_KEY_LEN};
 const LINE_GROWTH_BYTES: u64 = 4096;
 
 /// What one line (and its data) did to the input.
-enum Step {
+pub enum Step {
     /// Answered; this many bytes consumed.
     Consumed(usize),
     /// Answered; consume the line and discard `skip` more bytes as they come.
@@ -121,6 +121,8 @@ fn one(
             answer(out, memlimit(megabytes, ctx), noreply);
         }
         Line::Reply { text, noreply } => answer(out, text, noreply),
+        Line::Meta(m) => return super::meta::answer(&m, rest, len, ctx, out, direct),
+        Line::MetaError(e) => return super::meta::refused(e, len, out),
         Line::Close => return Step::Close,
     }
     Step::Consumed(len)
@@ -166,11 +168,13 @@ fn retrieve(
     out: &mut Vec<u8>,
     mut direct: Option<&mut Direct<'_>>,
 ) {
+    // memcached drops the values already found for a get with a key too long;
+    // checking first means none is looked up (or sent directly) at all.
+    if keys(rest).any(|key| key.len() > MAX_KEY_LEN) {
+        line(out, BAD_FORMAT);
+        return;
+    }
     for key in keys(rest) {
-        if key.len() > MAX_KEY_LEN {
-            line(out, BAD_FORMAT);
-            return;
-        }
         if let Outcome::Hit(item) = execute(&Command::Get { key, touch }, ctx.store, ctx.stats) {
             encoder::value_header(out, key, &item, cas);
             put_value(out, item.value, direct.as_deref_mut(), ctx.stats);

@@ -27,6 +27,11 @@ pub const ACCESSED: u8 = 0x04;
 pub const FETCHED: u8 = 0x08;
 /// Overwritten or deleted: space to reclaim, no longer in the index.
 pub const DEAD: u8 = 0x10;
+/// Marked stale by a meta invalidation (`md I`, `ms I`): still served, flagged `X`.
+pub const STALE: u8 = 0x20;
+/// A meta reader has been given the right to recache this item (`W`); later
+/// readers are told `Z`.
+pub const TOKEN_SENT: u8 = 0x40;
 
 /// The decoded header of an item at some address.
 #[derive(Clone, Copy, Debug)]

@@ -23,6 +23,7 @@ mod evict;
 mod expire;
 mod index;
 pub mod item;
+mod meta;
 pub mod number;
 pub mod restart;
 mod segments;
@@ -37,7 +38,8 @@ pub use clock::Clock;
 use evict::{unlink, Eviction};
 use expire::{ttl_bucket, Expiry};
 use index::Index;
-use item::{Header, ACCESSED, DEAD, FETCHED};
+use item::{Header, ACCESSED, DEAD, FETCHED, STALE, TOKEN_SENT};
+pub use meta::{MetaItem, MetaRead};
 use restart::Meta;
 pub use segments::SEGMENT_BYTES_MIN;
 use segments::{Segments, State};
@@ -291,6 +293,22 @@ impl Store {
     pub fn touch(&mut self, key: &[u8], exptime: u32) -> Option<Item<'_>> {
         let hash = self.index.hash(key);
         let (addr, header) = self.lookup(hash, key)?;
+        let addr = self.set_expiry(hash, key, addr, &header, exptime)?;
+        self.segments.bytes_mut()[addr] |= ACCESSED | FETCHED;
+        let header = self.segments.header(addr);
+        Some(self.item_at(addr, &header))
+    }
+
+    /// Gives the item at `addr` a new expiration (protocol `exptime`), in place
+    /// when it has an expiry field; returns where the item is now.
+    fn set_expiry(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        addr: usize,
+        header: &Header,
+        exptime: u32,
+    ) -> Option<usize> {
         let expiry = self.clock.expiry(exptime);
         let addr = match header.expiry_at {
             Some(at) => {
@@ -302,17 +320,18 @@ impl Store {
             None if expiry == 0 => addr,
             // No room for an expiry field: write the item again with one.
             None => {
-                self.copy_value_to_scratch(addr, &header);
+                self.copy_value_to_scratch(addr, header);
                 let scratch = std::mem::take(&mut self.scratch);
                 let written =
                     self.write_item(hash, key, &scratch, header.flags, expiry, header.cas);
                 self.scratch = scratch;
-                written.ok()?
+                let addr = written.ok()?;
+                // The rewritten item keeps the meta marks of the old one.
+                self.segments.bytes_mut()[addr] |= header.bits & (STALE | TOKEN_SENT | FETCHED);
+                addr
             }
         };
-        self.segments.bytes_mut()[addr] |= ACCESSED | FETCHED;
-        let header = self.segments.header(addr);
-        Some(self.item_at(addr, &header))
+        Some(addr)
     }
 
     // ---- writes ----

@@ -7,6 +7,12 @@ use crate::protocol::command::{Command, Found, Outcome, StoreMode};
 #[inline]
 pub fn number(out: &mut Vec<u8>, n: u64) {
     let mut buf = [0u8; 20];
+    out.extend_from_slice(digits(n, &mut buf));
+}
+
+/// `n` in decimal, written at the end of `buf`.
+#[inline]
+pub fn digits(n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     let mut n = n;
     loop {
@@ -17,7 +23,7 @@ pub fn number(out: &mut Vec<u8>, n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&buf[at..]);
+    &buf[at..]
 }
 
 /// Appends `text` and the line end.

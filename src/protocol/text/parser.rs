@@ -9,6 +9,7 @@
 //!  get <key> <key> ...\r\n
 //! ```
 
+use super::meta::{self, Meta, MetaCmd, MetaError};
 use crate::protocol::binary::MAX_KEY_LEN;
 use crate::protocol::command::{ArithOp, Command, StoreMode};
 
@@ -56,6 +57,10 @@ pub enum Line<'a> {
     MemLimit { megabytes: u64, noreply: bool },
     /// A line answered with a fixed reply (an error, mostly) and nothing else.
     Reply { text: &'static str, noreply: bool },
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `me`).
+    Meta(Meta<'a>),
+    /// A meta line refused with an error (an `ms` data block may follow).
+    MetaError(MetaError),
     /// Close the connection without an answer.
     Close,
 }
@@ -163,6 +168,19 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
         b"version" => run(Command::Version, false),
         b"quit" => run(Command::Quit, false),
         b"mn" => run(Command::Noop, false),
+        b"mg" | b"ms" | b"md" | b"ma" | b"me" if n >= 2 => {
+            let cmd = match t[0][1] {
+                b'g' => MetaCmd::Get,
+                b's' => MetaCmd::Set,
+                b'd' => MetaCmd::Delete,
+                b'a' => MetaCmd::Arith,
+                _ => MetaCmd::Debug,
+            };
+            match meta::parse(cmd, t, line) {
+                Ok(m) => Line::Meta(m),
+                Err(e) => Line::MetaError(e),
+            }
+        }
         b"verbosity" if n == 2 || n == 3 => match strtoul(t[1]) {
             Some(_) => Line::Verbosity { noreply },
             None => Line::Reply {
@@ -421,9 +439,14 @@ fn strtoul(token: &[u8]) -> Option<u32> {
     strtoull(token).map(|n| n as u32)
 }
 
+/// An exptime token as the store takes it (negative: already expired).
+pub fn exptime_token(token: &[u8]) -> Option<u32> {
+    strtol(token).map(exptime_of)
+}
+
 /// memcached's `safe_strtol` into 32 bits: read as a signed 64-bit number
 /// (overflow refused), then truncated.
-fn strtol(token: &[u8]) -> Option<i32> {
+pub fn strtol(token: &[u8]) -> Option<i32> {
     let (n, negative) = strto(token)?;
     let value: i64 = if negative {
         if n > 1 << 63 {

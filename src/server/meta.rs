@@ -1,0 +1,419 @@
+//! The meta commands' side of dispatch: `mg`, `ms`, `md`, `ma`, `me` run against
+//! the store (through the shared executor where the classic semantics apply)
+//! and answered with meta codes and the returned flags in request order.
+//! `q` hides the plain outcome (`EN` for `mg`, `HD` for the others); errors and
+//! values are never hidden.
+
+use super::dispatch::{execute, put_value, refuse_too_large, Context, Direct};
+use super::text::Step;
+use crate::protocol::text::encoder::{digits, line, number};
+use crate::protocol::text::meta::{base64_decode, tokens, Meta, MetaCmd, MetaError};
+use crate::protocol::{ArithOp, Command, Create, Outcome, StoreMode, MAX_KEY_LEN};
+use crate::store::{MetaItem, MetaRead};
+
+/// Answers a meta line that did not parse (and swallows an `ms` data block).
+pub fn refused(error: MetaError, len: usize, out: &mut Vec<u8>) -> Step {
+    line(out, error.text);
+    match error.swallow {
+        Some(skip) => Step::Skip {
+            line: len,
+            skip: skip as u64,
+        },
+        None => Step::Consumed(len),
+    }
+}
+
+/// Answers one meta request; `rest` starts with its line of `len` bytes.
+pub fn answer(
+    m: &Meta<'_>,
+    rest: &[u8],
+    len: usize,
+    ctx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    direct: Option<&mut Direct<'_>>,
+) -> Step {
+    ctx.stats.cmd_meta += 1;
+    let mut decoded = [0u8; MAX_KEY_LEN];
+    let key = if m.flags.base64 {
+        match base64_decode(m.key, &mut decoded) {
+            Some(key) => key,
+            None => {
+                let swallow = (m.cmd == MetaCmd::Set).then_some(m.data_len + 2);
+                let text = "CLIENT_ERROR error decoding key";
+                return refused(MetaError { text, swallow }, len, out);
+            }
+        }
+    } else {
+        m.key
+    };
+    match m.cmd {
+        MetaCmd::Get => get(m, key, ctx, out, direct),
+        MetaCmd::Set => return set(m, key, rest, len, ctx, out),
+        MetaCmd::Delete => delete(m, key, ctx, out),
+        MetaCmd::Arith => arith(m, key, ctx, out),
+        MetaCmd::Debug => debug(m, key, ctx, out),
+    }
+    Step::Consumed(len)
+}
+
+/// ` k<key>` (with ` b` for a base64 key, which is echoed as sent).
+fn key_flag(m: &Meta<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b" k");
+    out.extend_from_slice(m.key);
+    if m.flags.base64 {
+        out.extend_from_slice(b" b");
+    }
+}
+
+/// The `O` and `k` flags every answer echoes.
+fn echo_flags(m: &Meta<'_>, out: &mut Vec<u8>) {
+    for token in tokens(m.tokens) {
+        match token[0] {
+            b'O' => {
+                out.push(b' ');
+                out.extend_from_slice(token);
+            }
+            b'k' => key_flag(m, out),
+            _ => {}
+        }
+    }
+}
+
+fn get(
+    m: &Meta<'_>,
+    key: &[u8],
+    ctx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    direct: Option<&mut Direct<'_>>,
+) {
+    let f = &m.flags;
+    let read = MetaRead {
+        touch: f.ttl,
+        vivify: f.vivify,
+        recache: f.recache,
+        bump: !f.no_bump,
+        peek: false,
+    };
+    let stats = &mut *ctx.stats;
+    let item = ctx.store.meta_get(key, read);
+    let hit = item.is_some();
+    match (f.ttl.is_some(), hit) {
+        (true, true) => stats.touch_hits += 1,
+        (true, false) => stats.touch_misses += 1,
+        (false, true) => stats.get_hits += 1,
+        (false, false) => stats.get_misses += 1,
+    }
+    if f.ttl.is_some() {
+        stats.cmd_touch += 1;
+    } else {
+        stats.cmd_get += 1;
+    }
+    stats.detail_get(key, hit);
+    let Some(item) = item else {
+        if !f.quiet {
+            out.extend_from_slice(b"EN");
+            echo_flags(m, out);
+            out.extend_from_slice(b"\r\n");
+        }
+        return;
+    };
+    if f.value {
+        out.extend_from_slice(b"VA ");
+        number(out, item.value.len() as u64);
+    } else {
+        out.extend_from_slice(b"HD");
+    }
+    item_flags(m, &item, out);
+    if f.value {
+        put_value(out, item.value, direct, stats);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The returned flags of a hit, in request order, then `Z`, `X`, `W`.
+fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, out: &mut Vec<u8>) {
+    for token in tokens(m.tokens) {
+        let letter = token[0];
+        match letter {
+            b's' | b't' | b'c' | b'f' | b'h' => {
+                out.push(b' ');
+                out.push(letter);
+            }
+            _ => {}
+        }
+        match letter {
+            b's' => number(out, item.value.len() as u64),
+            b't' => ttl(item, out),
+            b'c' => number(out, item.cas),
+            b'f' => number(out, u64::from(item.flags)),
+            b'h' => out.push(if item.fetched { b'1' } else { b'0' }),
+            b'O' => {
+                out.push(b' ');
+                out.extend_from_slice(token);
+            }
+            b'k' => key_flag(m, out),
+            _ => {}
+        }
+    }
+    if item.token_sent {
+        out.extend_from_slice(b" Z");
+    }
+    if item.stale {
+        out.extend_from_slice(b" X");
+    }
+    if item.won {
+        out.extend_from_slice(b" W");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn ttl(item: &MetaItem<'_>, out: &mut Vec<u8>) {
+    match item.ttl {
+        Some(secs) => number(out, u64::from(secs)),
+        None => out.extend_from_slice(b"-1"),
+    }
+}
+
+/// `ms`: the data block, then the store in the requested mode.
+fn set(
+    m: &Meta<'_>,
+    key: &[u8],
+    rest: &[u8],
+    len: usize,
+    ctx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+) -> Step {
+    let f = &m.flags;
+    let skip = m.data_len as u64 + 2;
+    let mode = match f.mode {
+        None | Some(b'S' | b's') => StoreMode::Set,
+        Some(b'E' | b'e') => StoreMode::Add,
+        Some(b'A' | b'a') => StoreMode::Append,
+        Some(b'P' | b'p') => StoreMode::Prepend,
+        Some(b'R' | b'r') => StoreMode::Replace,
+        Some(_) => {
+            line(out, "CLIENT_ERROR invalid mode for ms M token");
+            return Step::Skip { line: len, skip };
+        }
+    };
+    if !ctx.store.fits(key.len(), m.data_len) {
+        // An over-size value removes the old item whatever the mode (memcached).
+        refuse_too_large(StoreMode::Set, key, ctx.store, ctx.stats);
+        line(out, "SERVER_ERROR object too large for cache");
+        return Step::Skip { line: len, skip };
+    }
+    let total = len + m.data_len + 2;
+    if rest.len() < total {
+        return Step::Need(total as u64);
+    }
+    if &rest[len + m.data_len..total] != b"\r\n" {
+        line(out, "CLIENT_ERROR bad data chunk");
+        return Step::Consumed(total);
+    }
+    let value = &rest[len..len + m.data_len];
+    // Add ignores a CAS in memcached; the other modes compare.
+    let cas = if mode == StoreMode::Add {
+        0
+    } else {
+        f.cas.unwrap_or(0)
+    };
+    let (flags, exptime) = (f.client_flags.unwrap_or(0), f.ttl.unwrap_or(0));
+    let outcome = if f.invalidate && cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace)
+    {
+        ctx.stats.cmd_set += 1;
+        let store_mode = if mode == StoreMode::Set {
+            crate::store::Mode::Set
+        } else {
+            crate::store::Mode::Replace
+        };
+        match ctx
+            .store
+            .store_invalidating(store_mode, key, value, flags, exptime, cas)
+        {
+            Ok(cas) => Outcome::Done { cas },
+            Err(crate::store::StoreError::Exists) => Outcome::Exists,
+            Err(crate::store::StoreError::NotFound) => Outcome::NotFound,
+            Err(_) => Outcome::OutOfMemory,
+        }
+    } else {
+        let command = Command::Store {
+            mode,
+            key,
+            value,
+            flags,
+            exptime,
+            cas,
+        };
+        execute(&command, ctx.store, ctx.stats)
+    };
+    let new_cas = match outcome {
+        Outcome::Done { cas } => cas,
+        _ => 0,
+    };
+    let code = match (outcome, mode) {
+        (Outcome::Done { .. }, _) => "HD",
+        (Outcome::Exists, StoreMode::Add) | (Outcome::NotFound, StoreMode::Replace) if cas == 0 => {
+            "NS"
+        }
+        (Outcome::Exists, _) => "EX",
+        (Outcome::NotFound, _) => "NF",
+        (Outcome::NotStored, _) => "NS",
+        (Outcome::TooLarge, _) => "SERVER_ERROR object too large for cache",
+        _ => "SERVER_ERROR out of memory storing object",
+    };
+    if code == "HD" && f.quiet {
+        return Step::Consumed(total);
+    }
+    out.extend_from_slice(code.as_bytes());
+    if code.len() == 2 {
+        for token in tokens(m.tokens) {
+            match token[0] {
+                b'O' => {
+                    out.push(b' ');
+                    out.extend_from_slice(token);
+                }
+                b'k' => key_flag(m, out),
+                b'c' => {
+                    out.extend_from_slice(b" c");
+                    number(out, new_cas);
+                }
+                _ => {}
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Step::Consumed(total)
+}
+
+/// `md`: delete, or with `I` mark stale.
+fn delete(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
+    let f = &m.flags;
+    let cas = f.cas.unwrap_or(0);
+    let outcome = if f.invalidate {
+        match ctx.store.invalidate(key, cas, f.ttl) {
+            Ok(cas) => Outcome::Done { cas },
+            Err(crate::store::StoreError::Exists) => Outcome::Exists,
+            Err(_) => Outcome::NotFound,
+        }
+    } else {
+        execute(&Command::Delete { key, cas }, ctx.store, ctx.stats)
+    };
+    let code = match outcome {
+        Outcome::Done { .. } if f.quiet => return,
+        Outcome::Done { .. } => "HD",
+        Outcome::Exists => "EX",
+        _ => "NF",
+    };
+    out.extend_from_slice(code.as_bytes());
+    echo_flags(m, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `ma`: incr or decr, optionally creating (`N`, `J`) and touching (`T`).
+fn arith(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
+    let f = &m.flags;
+    let op = match f.mode {
+        None | Some(b'I' | b'i' | b'+') => ArithOp::Incr,
+        Some(b'D' | b'd' | b'-') => ArithOp::Decr,
+        Some(_) => return line(out, "CLIENT_ERROR invalid mode for ma M token"),
+    };
+    let command = Command::Arith {
+        key,
+        op,
+        delta: f.delta.unwrap_or(1),
+        create: f.vivify.map(|exptime| Create {
+            initial: f.initial.unwrap_or(0),
+            exptime,
+        }),
+        cas: f.cas.unwrap_or(0),
+    };
+    let (value, cas) = match execute(&command, ctx.store, ctx.stats) {
+        Outcome::Number { value, cas } => (value, cas),
+        Outcome::NotFound => return code_line("NF", m, out),
+        Outcome::Exists => return code_line("EX", m, out),
+        Outcome::NonNumeric => {
+            return line(
+                out,
+                "CLIENT_ERROR cannot increment or decrement non-numeric value",
+            )
+        }
+        _ => return line(out, "SERVER_ERROR out of memory"),
+    };
+    if let Some(exptime) = f.ttl {
+        ctx.store.touch(key, exptime);
+    }
+    if f.quiet {
+        return;
+    }
+    let peek = MetaRead {
+        peek: true,
+        ..MetaRead::default()
+    };
+    let left = ctx.store.meta_get(key, peek).and_then(|item| item.ttl);
+    let mut buf = [0u8; 20];
+    let text = digits(value, &mut buf);
+    if f.value {
+        out.extend_from_slice(b"VA ");
+        number(out, text.len() as u64);
+    } else {
+        out.extend_from_slice(b"HD");
+    }
+    for token in tokens(m.tokens) {
+        match token[0] {
+            b't' => {
+                out.extend_from_slice(b" t");
+                match left {
+                    Some(secs) => number(out, u64::from(secs)),
+                    None => out.extend_from_slice(b"-1"),
+                }
+            }
+            b'c' => {
+                out.extend_from_slice(b" c");
+                number(out, cas);
+            }
+            b'O' => {
+                out.push(b' ');
+                out.extend_from_slice(token);
+            }
+            b'k' => key_flag(m, out),
+            _ => {}
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    if f.value {
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn code_line(code: &str, m: &Meta<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(code.as_bytes());
+    echo_flags(m, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `me`: memcached's debug line, with the fields our store knows (no `la`: we
+/// keep no access time; `exp` is the seconds left, -1 for never).
+fn debug(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
+    let peek = MetaRead {
+        peek: true,
+        ..MetaRead::default()
+    };
+    let Some(item) = ctx.store.meta_get(key, peek) else {
+        return line(out, "EN");
+    };
+    out.extend_from_slice(b"ME ");
+    out.extend_from_slice(m.key);
+    out.extend_from_slice(b" exp=");
+    ttl(&item, out);
+    out.extend_from_slice(b" cas=");
+    number(out, item.cas);
+    out.extend_from_slice(if item.fetched {
+        b" fetch=yes"
+    } else {
+        b" fetch=no"
+    });
+    out.extend_from_slice(b" cls=1 size=");
+    number(out, item.size as u64);
+    out.extend_from_slice(b"\r\n");
+}

@@ -1,0 +1,146 @@
+//! The operations only the meta protocol has: reads that report and hand out the
+//! stale-while-revalidate marks (stale `X`, win `W`, already won `Z`), vivify on
+//! miss, recache, invalidation. Two bits of an item's header carry the marks;
+//! every other operation writes a fresh item, which clears them.
+
+use super::item::{write_cas, ACCESSED, FETCHED, STALE, TOKEN_SENT};
+use super::{Mode, Store, StoreError};
+
+/// What a meta read asks for besides the item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaRead {
+    /// `T`: set this expiration (protocol exptime).
+    pub touch: Option<u32>,
+    /// `N`: on a miss, create an empty item with this expiration and win.
+    pub vivify: Option<u32>,
+    /// `R`: win when the item expires sooner than this (protocol exptime).
+    pub recache: Option<u32>,
+    /// Mark the item fetched and accessed (every read but `u`).
+    pub bump: bool,
+    /// Change nothing at all (`me`).
+    pub peek: bool,
+}
+
+/// An item as a meta read sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetaItem<'a> {
+    pub flags: u32,
+    pub cas: u64,
+    pub value: &'a [u8],
+    /// Seconds left to live; `None` = never expires.
+    pub ttl: Option<u32>,
+    /// Whether it had been fetched before this read.
+    pub fetched: bool,
+    pub stale: bool,
+    /// Whether a win had been handed out before this read (`Z`).
+    pub token_sent: bool,
+    /// This reader wins the right to recache (`W`).
+    pub won: bool,
+    /// Bytes the item takes in its segment, header included.
+    pub size: usize,
+}
+
+impl Store {
+    /// A meta read (`mg`, `me`).
+    pub fn meta_get(&mut self, key: &[u8], read: MetaRead) -> Option<MetaItem<'_>> {
+        let hash = self.index.hash(key);
+        let (mut addr, created) = match self.lookup(hash, key) {
+            Some((addr, _)) => (addr, false),
+            None => {
+                let exptime = read.vivify?;
+                let expiry = self.clock.expiry(exptime);
+                let cas = self.take_cas();
+                let addr = self.write_item(hash, key, &[], 0, expiry, cas).ok()?;
+                self.counts.total_items += 1;
+                (addr, true)
+            }
+        };
+        if let Some(exptime) = read.touch {
+            let header = self.segments.header(addr);
+            addr = self.set_expiry(hash, key, addr, &header, exptime)?;
+        }
+        let header = self.segments.header(addr);
+        let token_sent = header.bits & TOKEN_SENT != 0;
+        let stale = header.bits & STALE != 0;
+        let mut won = created;
+        if let Some(recache) = read.recache {
+            let limit = self.clock.expiry(recache);
+            won |= !token_sent && header.expiry != 0 && header.expiry < limit;
+        }
+        won |= stale && !token_sent;
+        if read.peek {
+            won = false;
+        }
+        let mut bits = header.bits;
+        if won {
+            bits |= TOKEN_SENT;
+        }
+        if read.bump && !read.peek {
+            bits |= ACCESSED | FETCHED;
+        }
+        self.segments.bytes_mut()[addr] = bits;
+        let item = self.item_at(addr, &header);
+        Some(MetaItem {
+            flags: item.flags,
+            cas: item.cas,
+            value: item.value,
+            ttl: (header.expiry != 0).then(|| header.expiry.saturating_sub(self.clock.now())),
+            fetched: header.bits & FETCHED != 0,
+            stale,
+            token_sent,
+            won,
+            size: header.total_len(),
+        })
+    }
+
+    /// `md <key> I`: keep the item but mark it stale with a new CAS, so the next
+    /// reader wins the right to recache it; `exptime` (`T`) sets its expiration.
+    pub fn invalidate(
+        &mut self,
+        key: &[u8],
+        cas: u64,
+        exptime: Option<u32>,
+    ) -> Result<u64, StoreError> {
+        let hash = self.index.hash(key);
+        let (mut addr, header) = self.lookup(hash, key).ok_or(StoreError::NotFound)?;
+        if cas != 0 && cas != header.cas {
+            return Err(StoreError::Exists);
+        }
+        if let Some(exptime) = exptime {
+            addr = self
+                .set_expiry(hash, key, addr, &header, exptime)
+                .ok_or(StoreError::OutOfMemory)?;
+        }
+        let header = self.segments.header(addr);
+        let new_cas = self.take_cas();
+        let bytes = self.segments.bytes_mut();
+        write_cas(bytes, addr + header.cas_at, new_cas);
+        bytes[addr] = (header.bits | STALE) & !TOKEN_SENT;
+        Ok(new_cas)
+    }
+
+    /// `ms <key> I C<cas>`: a compare-and-swap that, when `cas` is older than
+    /// the item's, still stores the value but marked stale (memcached's rule
+    /// for a late writer during revalidation).
+    pub fn store_invalidating(
+        &mut self,
+        mode: Mode,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        exptime: u32,
+        cas: u64,
+    ) -> Result<u64, StoreError> {
+        let hash = self.index.hash(key);
+        let older = matches!(self.lookup(hash, key), Some((_, h)) if cas != 0 && cas < h.cas);
+        if !older || !self.fits(key.len(), value.len()) {
+            return self.store(mode, key, value, flags, exptime, cas);
+        }
+        let expiry = self.clock.expiry(exptime);
+        let new_cas = self.take_cas();
+        let addr = self.write_item(hash, key, value, flags, expiry, new_cas)?;
+        self.segments.bytes_mut()[addr] |= STALE;
+        self.counts.total_items += 1;
+        Ok(new_cas)
+    }
+}
