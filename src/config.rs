@@ -231,6 +231,16 @@ pub const FLAGS: &[Flag] = &[
         }),
     },
     Flag {
+        names: &["-Y", "--auth-file"],
+        value: Some("<path>"),
+        help: "user:password lines; turns authentication on (text and binary)",
+        action: Action::Value(|c, _, v| {
+            c.sasl = true;
+            c.sasl_pwdb = Some(PathBuf::from(v));
+            Ok(())
+        }),
+    },
+    Flag {
         names: &["--idle-timeout"],
         value: Some("<secs>"),
         help: "close connections idle this long (default 0 = never)",

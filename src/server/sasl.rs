@@ -1,6 +1,7 @@
-//! SASL PLAIN authentication (`-S`), with credentials from a file of
-//! `user:password` lines. memcached uses Cyrus SASL for this; PLAIN is the
-//! mechanism binary-protocol clients (pylibmc, bmemcached, memjs, spymemcached) use.
+//! Authentication (`-S`/`-Y`), with credentials from a file of `user:password`
+//! lines: binary SASL PLAIN (memcached uses Cyrus SASL for this; PLAIN is the
+//! mechanism binary-protocol clients use), and memcached's text login, a `set`
+//! whose data is `<user> <password>`.
 
 use std::io;
 use std::path::Path;
@@ -43,7 +44,7 @@ impl Sasl {
 
     /// Whether `user` has `password`; compares every entry in full so the time
     /// taken does not depend on where a mismatch is.
-    fn check(&self, user: &[u8], password: &[u8]) -> bool {
+    pub fn check(&self, user: &[u8], password: &[u8]) -> bool {
         let mut found = false;
         for (u, p) in &self.users {
             found |= constant_time_eq(u, user) & constant_time_eq(p, password);
@@ -91,6 +92,52 @@ impl Sasl {
             }
         }
     }
+}
+
+/// memcached's text login (`try_read_command_asciiauth`): until a connection
+/// has logged in, each line must be `set <key> <flags> <exptime> <bytes>` whose
+/// data is `<user> <password>`; anything else is refused and nothing runs. The
+/// connection stays open either way. Returns the bytes consumed, or `None`
+/// when more input is needed (`Some(need)` in `Err`).
+pub fn text_login(
+    sasl: &Sasl,
+    input: &[u8],
+    stats: &mut Stats,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+) -> Result<usize, Option<usize>> {
+    use crate::protocol::text::encoder::line;
+    use crate::protocol::text::parser::{split_line, strtoull, tokenize};
+    let (text, len) = split_line(input).map_err(|_| None)?;
+    let (t, n) = tokenize(text);
+    let size = match (n >= 5, t[0]) {
+        (true, b"set") => strtoull(t[4]).map(|n| n as u32 as usize),
+        _ => None,
+    };
+    let Some(size) = size else {
+        line(out, "CLIENT_ERROR unauthenticated");
+        return Ok(len);
+    };
+    let total = len + size + 2;
+    if input.len() < total {
+        return Err(Some(total));
+    }
+    if &input[total - 2..total] != b"\r\n" {
+        line(out, "CLIENT_ERROR bad command line termination");
+        return Ok(total);
+    }
+    let (t, n) = tokenize(&input[len..total - 2]);
+    stats.auth_cmds += 1;
+    if n < 2 {
+        line(out, "CLIENT_ERROR bad authentication token format");
+    } else if sasl.check(t[0], t[1]) {
+        session.authenticated = true;
+        line(out, "STORED");
+    } else {
+        stats.auth_errors += 1;
+        line(out, "CLIENT_ERROR authentication failure");
+    }
+    Ok(total)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -358,6 +358,8 @@ fn settings_group(w: &mut StatWriter<'_>, stats: &Stats, settings: &Settings) {
     w.stat("flush_enabled", "yes");
     w.stat("binding_protocol", "auto-negotiate");
     w.stat("auth_enabled_sasl", if config.sasl { "yes" } else { "no" });
+    // One password file serves the binary and the text login.
+    w.stat("auth_enabled_ascii", if config.sasl { "yes" } else { "no" });
     w.stat("item_size_max", config.item_size_max);
     // memcached's name for -e; it prints C's "NULL" when there is none.
     match &config.memory_file {

@@ -5,10 +5,13 @@
 use super::dispatch::{
     execute, put_value, refuse_too_large, Batch, Context, Direct, Progress, Session,
 };
+use super::sasl::text_login;
 use super::stats::{self, StatFormat, VERSION};
 use crate::protocol::binary::HEADER_LEN;
 use crate::protocol::text::encoder::{self, line};
-use crate::protocol::text::parser::{keys, Detail, BAD_FORMAT, DETAIL_USAGE, ERROR};
+use crate::protocol::text::parser::{
+    keys, Detail, BAD_FORMAT, DETAIL_USAGE, ERROR, LINE_MAX_BYTES,
+};
 use crate::protocol::text::{parse_line, split_line, Incomplete, Line};
 use crate::protocol::{Command, Outcome, Status, MAX_KEY_LEN};
 
@@ -42,7 +45,6 @@ pub fn process(
         high_water,
         ..
     } = batch;
-    let _ = session;
     let mut progress = Progress::default();
     let mut pos = 0;
     while pos < input.len() {
@@ -51,16 +53,25 @@ pub fn process(
             break;
         }
         let rest = &input[pos..];
-        let step = match split_line(rest) {
-            Ok((text, len)) => {
-                let parsed = parse_line(text);
-                one(parsed, rest, len, ctx, out, direct.as_deref_mut())
-            }
-            // A multi-key get may be long, but not longer than we would buffer.
-            Err(Incomplete::Line) if rest.len() < line_limit(ctx) => {
-                Step::Need(rest.len() as u64 + LINE_GROWTH_BYTES)
-            }
-            Err(_) => Step::Close,
+        let login = ctx.sasl.filter(|_| !session.authenticated);
+        let step = match (login, split_line(rest)) {
+            (Some(sasl), _) => match text_login(sasl, rest, ctx.stats, session, out) {
+                Ok(n) => Step::Consumed(n),
+                Err(Some(need)) if need <= line_limit(ctx) => Step::Need(need as u64),
+                Err(None) if rest.len() <= LINE_MAX_BYTES => Step::Need(LINE_MAX_BYTES as u64),
+                Err(_) => Step::Close,
+            },
+            (None, split) => match split {
+                Ok((text, len)) => {
+                    let parsed = parse_line(text);
+                    one(parsed, rest, len, ctx, out, direct.as_deref_mut())
+                }
+                // A multi-key get may be long, but not longer than we would buffer.
+                Err(Incomplete::Line) if rest.len() < line_limit(ctx) => {
+                    Step::Need(rest.len() as u64 + LINE_GROWTH_BYTES)
+                }
+                Err(_) => Step::Close,
+            },
         };
         match step {
             Step::Consumed(n) => pos += n,
