@@ -13,7 +13,7 @@ use crate::protocol::text::parser::{
     keys, Detail, BAD_FORMAT, DETAIL_USAGE, ERROR, LINE_MAX_BYTES,
 };
 use crate::protocol::text::{parse_line, split_line, Incomplete, Line};
-use crate::protocol::{Command, Outcome, Status, MAX_KEY_LEN};
+use crate::protocol::{Command, Outcome, Status, StoreMode, MAX_KEY_LEN};
 
 /// A read of an incomplete line asks for room for at least this much more.
 const LINE_GROWTH_BYTES: u64 = 4096;
@@ -218,6 +218,8 @@ fn store(
     };
     let skip = data_len as u64 + 2;
     if !ctx.store.fits(key.len(), data_len) {
+        // Only a plain `set` unlinks the old item; a `cas` keeps it (memcached).
+        let mode = if cas != 0 { StoreMode::Replace } else { mode };
         refuse_too_large(mode, key, ctx.store, ctx.stats);
         if !noreply {
             line(out, "SERVER_ERROR object too large for cache");
