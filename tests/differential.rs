@@ -425,8 +425,8 @@ impl Gen {
             6 => common::get(op::GET, ""), // empty key
             7 => common::get(op::GETK, vec![b'x'; 251]),
             // (key length + extras length > body length is left to tests/protocol.rs:
-            // memcached waits for the missing bytes and then answers 0x0081, PROTOCOL.md
-            // wants 0x0004 from the header alone.)
+            // memcached waits for the missing bytes and then answers 0x0081, pincache
+            // answers 0x0004 from the header alone: docs/differences.md.)
             8 => Request::new(op::STAT).key(&key).extras([0u8; 4]),
             9 => common::touch(op::TOUCH, &key, 0).magic(0x81), // bad magic
             10 => Request::new(op::QUIT),
@@ -840,7 +840,7 @@ fn random_streams_match_memcached() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The handcrafted stream: the cases PROTOCOL.md calls out, in a fixed order
+// The handcrafted stream: the cases docs/differences.md calls out, in a fixed order
 // ---------------------------------------------------------------------------------------
 
 struct Script {

@@ -99,7 +99,7 @@ fn have_memccapable() -> bool {
     if common::on_path("memccapable") {
         return true;
     }
-    common::missing_tool("memccapable", "apt-get install -y libmemcached-tools");
+    common::missing_tool("memccapable", "the Debian package libmemcached-tools");
     false
 }
 

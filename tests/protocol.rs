@@ -1,10 +1,10 @@
 //! The binary protocol, as a spec: each case starts the server on a free port and talks
 //! to it over TCP. Every `spec!` case runs twice, as `<case>::pincache` and
 //! `<case>::memcached`: the memcached run proves that the expectation is memcached's real
-//! behaviour (it skips, loudly, when memcached is not installed).
+//! behaviour (without memcached it fails, or skips with PINCACHE_SKIP_PEERS=1).
 //!
 //! A few `pincache_only!` cases pin down where memcached 1.6 is plainly buggy and
-//! pincache does the sane thing instead (see PROTOCOL.md, "Malformed input").
+//! pincache does the sane thing instead (see docs/differences.md, "Malformed input").
 //!
 //! Quiet-mode checks close the batch with a NOOP and require the NOOP's answer to come
 //! next: no waiting for "nothing" is needed.
@@ -1000,8 +1000,8 @@ fn memcached_quirk_unknown_opcode_with_a_key_desyncs() {
 
 spec!(inconsistent_lengths_are_an_error_and_close, |server| {
     // key length + extras length > body length. memcached first waits for key + extras
-    // bytes (hence the padding here), then answers 0x0081 and closes; PROTOCOL.md asks
-    // pincache for 0x0004 (see the pincache-only case below). Both close.
+    // bytes (hence the padding here), then answers 0x0081 and closes; pincache answers
+    // 0x0004 (docs/differences.md; the pincache-only case below). Both close.
     let mut c = server.connect();
     let mut r = set("key", "value");
     r.key_len_override = Some(100);

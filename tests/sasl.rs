@@ -3,8 +3,9 @@
 //! client (python-binary-memcached) logging in with a username and password.
 //!
 //! memcached's side needs `memcached` and `saslpasswd2` (Debian: `apt-get install -y
-//! memcached sasl2-bin`); the client needs `pip install python-binary-memcached`. When
-//! one is missing the test says so loudly and skips, unless `CI` is set: then it fails.
+//! memcached sasl2-bin libsasl2-modules`); the client needs python-binary-memcached
+//! (python3-binary-memcached, or pip). A missing one fails the test, naming the package,
+//! unless `PINCACHE_SKIP_PEERS=1` (see tests/common/peers.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -17,6 +18,9 @@ use common::{get, noop, op, set, status, Client, Request, Server};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret pass:word";
+/// Where python-binary-memcached comes from.
+const BMEMCACHED_PACKAGE: &str =
+    "the Debian package python3-binary-memcached (or pip's python-binary-memcached)";
 
 /// A scratch directory removed on drop.
 struct TempDir(PathBuf);
@@ -61,8 +65,11 @@ fn pincache_with_sasl() -> (Server, TempDir) {
 /// sasldb holding `USER:PASSWORD`. `None` after a loud message when a tool is missing.
 fn memcached_with_sasl() -> Option<(Server, TempDir)> {
     for (tool, hint) in [
-        ("memcached", "apt-get install -y memcached"),
-        ("saslpasswd2", "apt-get install -y sasl2-bin"),
+        ("memcached", "the Debian package memcached"),
+        (
+            "saslpasswd2",
+            "the Debian packages sasl2-bin and libsasl2-modules",
+        ),
     ] {
         if !common::on_path(tool) {
             common::missing_tool(tool, hint);
@@ -271,12 +278,11 @@ fn auth_stats_count_attempts_and_failures() {
 
 /// Run tests/clients/sasl_bmemcached.py against `server`; `false` if it was skipped.
 fn python_client(server: &Server) -> bool {
-    if !common::on_path("python3") {
-        common::missing_tool("python3", "apt-get install -y python3");
+    let Some(python) = common::python_with("bmemcached", BMEMCACHED_PACKAGE) else {
         return false;
-    }
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/sasl_bmemcached.py");
-    let out = Command::new("python3")
+    let out = Command::new(&python)
         .arg(&script)
         .arg(format!("127.0.0.1:{}", server.port))
         .args([USER, PASSWORD])
@@ -285,10 +291,8 @@ fn python_client(server: &Server) -> bool {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(3) {
-        common::missing_tool(
-            "python-binary-memcached",
-            "pip install python-binary-memcached",
-        );
+        // The script could not import bmemcached after all.
+        common::missing_tool("python-binary-memcached", BMEMCACHED_PACKAGE);
         return false;
     }
     assert!(

@@ -1,6 +1,6 @@
-//! The store's promises seen from a client: expired items give their memory back
-//! within a second with nobody reading them, overwrites never evict live keys, and
-//! `-m` bounds the process.
+//! The store's promises seen from a client: expired items give their memory back with
+//! nobody reading them while the loop keeps serving, overwrites never evict live keys,
+//! and `-m` bounds the process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -18,10 +18,20 @@ fn setq_batch(keys: impl Iterator<Item = String>, value: &[u8], exptime: u32) ->
     batch
 }
 
+/// The expiry slice's target is 1 ms (pincache-bench and docs/performance.md measure
+/// it); the test allows 100x, since on a shared, loaded 2-core machine a slice can be
+/// preempted for tens of milliseconds. A sweep that walked 100,000 items in one go while
+/// clients waited would still show, as the other client's round trips below.
+const SLICE_BOUND_US: u64 = 100_000;
+/// The longest a GET from another client may wait while the sweep runs (the loop answers
+/// in well under a millisecond when idle).
+const ROUND_TRIP_BOUND: Duration = Duration::from_millis(1_000);
+
 #[test]
-fn expired_items_leave_curr_items_and_bytes_within_a_second() {
+fn expired_items_leave_with_nobody_reading_and_the_loop_keeps_serving() {
     let server = Server::pincache(&["-m", "64"]);
     let mut c = server.connect();
+    let mut other = server.connect();
     c.send_all(&setq_batch(
         (0..1000).map(|i| format!("forever:{i}")),
         b"v",
@@ -36,10 +46,16 @@ fn expired_items_leave_curr_items_and_bytes_within_a_second() {
     }
     let written = Instant::now();
     assert_eq!(c.stat_u64("curr_items"), 101_000);
-    // TTL 2 s on a 1 s clock: expired between 1 and 2 s after the write; allow one
-    // more second for the proactive sweep, with no client reading the keys.
-    let deadline = written + Duration::from_millis(3_200);
+    // TTL 2 s on a 1 s clock: expired between 1 and 2 s after the write, and the
+    // proactive sweep needs about one more second; allow ten.
+    let deadline = written + Duration::from_secs(12);
+    let mut slowest = Duration::ZERO;
     loop {
+        let asked = Instant::now();
+        other
+            .call(&common::get(op::GET, "forever:7"))
+            .expect(op::GET, common::status::OK);
+        slowest = slowest.max(asked.elapsed());
         let stats = c.stats();
         let get = |name: &str| -> u64 {
             stats
@@ -53,14 +69,15 @@ fn expired_items_leave_curr_items_and_bytes_within_a_second() {
         if get("curr_items") == 1000 && get("bytes") == before {
             let slice = get("expiry_slice_max_us");
             eprintln!(
-                "expired 100000 items: gone {:.2} s after the last write, longest expiry slice {slice} us, reclaimed {}",
+                "expired 100000 items: gone {:.2} s after the last write, longest expiry slice {slice} us, \
+                 slowest GET meanwhile {slowest:?}, reclaimed {}",
                 written.elapsed().as_secs_f64(),
                 get("reclaimed")
             );
-            // The slice's length is a figure for pincache-bench, not an assertion:
-            // on a loaded 2-core machine preemption alone adds 10-25 ms to it
-            // (measured for the code before and after the store split alike).
-            // What is asserted is the behaviour: the items went with nobody reading.
+            assert!(
+                slice < SLICE_BOUND_US,
+                "an expiry slice held the loop for {slice} us"
+            );
             break;
         }
         assert!(
@@ -72,6 +89,10 @@ fn expired_items_leave_curr_items_and_bytes_within_a_second() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        slowest < ROUND_TRIP_BOUND,
+        "another client waited {slowest:?} for a GET while items expired"
+    );
     // The forever items are still there.
     let r = c.call(&common::get(op::GET, "forever:7"));
     r.expect(op::GET, common::status::OK);

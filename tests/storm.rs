@@ -187,7 +187,7 @@ fn backlog_of(port: u16) -> Option<u32> {
 #[test]
 fn listen_backlog_is_1024_by_default_and_set_by_b() {
     if !on_path("ss") {
-        missing_tool("ss", "apt-get install -y iproute2");
+        missing_tool("ss", "the Debian package iproute2");
         return;
     }
     let default = Server::pincache(&[]);

@@ -2,12 +2,13 @@
 //! real behaviour, against memcached): pymemcache's `HashClient` over three instances
 //! writes and reads back 10,000 keys (`tests/clients/hash_pymemcache.py`).
 //!
-//! Without pymemcache the test fails under CI (env `CI`) and is skipped loudly elsewhere.
+//! Without pymemcache the test fails, naming the package, unless `PINCACHE_SKIP_PEERS=1`
+//! (see tests/common/peers.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::text::python_with;
+use common::python_with;
 use common::Server;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,7 +28,7 @@ const MIN_SHARE: f64 = 0.15;
 fn run_hash_client(servers: &[Server]) {
     let Some(python) = python_with(
         "pymemcache",
-        "python3 -m pip install pymemcache (or apt-get install -y python3-pymemcache)",
+        "the Debian package python3-pymemcache (or pip's pymemcache)",
     ) else {
         return;
     };

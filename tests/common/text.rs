@@ -8,11 +8,9 @@
 //! `"VALUE k 0 5 %d\r\nhello\r\nEND\r\n"` accepts any CAS and returns it for later use,
 //! which is how two servers are compared "byte for byte except CAS values".
 
-use super::{missing_tool, on_path, running_as_root, Server, READ_TIMEOUT};
+use super::{Server, READ_TIMEOUT};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A spec case for text or meta: run `$body` against pincache and against memcached, both started with `$args`.
@@ -45,24 +43,10 @@ macro_rules! pincache_text_spec {
 
 impl Server {
     /// Start memcached with its default protocol negotiation (text and binary on one
-    /// port), one thread, no UDP; `None` (after a loud message) when memcached is not
-    /// installed and `CI` is not set.
+    /// port), one thread, no UDP; `None` when memcached is not installed and
+    /// PINCACHE_SKIP_PEERS=1 (without it, the test fails).
     pub fn memcached_text(extra_args: &[&str]) -> Option<Server> {
-        if !on_path("memcached") {
-            missing_tool("memcached", "apt-get install -y memcached");
-            return None;
-        }
-        let root = running_as_root();
-        Some(Server::start("memcached", |port| {
-            let mut cmd = Command::new("memcached");
-            cmd.args(["-t", "1", "-U", "0", "-l", "127.0.0.1"]);
-            cmd.args(["-p", &port.to_string()]);
-            if root {
-                cmd.args(["-u", "root"]);
-            }
-            cmd.args(extra_args);
-            cmd
-        }))
+        Server::memcached_with(&[], extra_args)
     }
 
     /// A new text-protocol connection.
@@ -338,27 +322,4 @@ pub fn show(b: &[u8]) -> String {
     } else {
         shown
     }
-}
-
-/// A python that can `import module`: `PINCACHE_PYTHON`, else `python3`, else
-/// `/usr/bin/python3`; `None` after the CI failure / loud skip of `missing_tool`.
-pub fn python_with(module: &str, install_hint: &str) -> Option<String> {
-    let mut candidates: Vec<String> = Vec::new();
-    if let Ok(p) = std::env::var("PINCACHE_PYTHON") {
-        candidates.push(p);
-    }
-    candidates.extend(["python3".to_string(), "/usr/bin/python3".to_string()]);
-    for py in &candidates {
-        let ok = Command::new(py)
-            .args(["-c", &format!("import {module}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py.clone());
-        }
-    }
-    missing_tool(&format!("{module} (python module)"), install_hint);
-    None
 }
