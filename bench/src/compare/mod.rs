@@ -322,7 +322,13 @@ pub fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
         }
         for mut v in workloads::variants(w, &o.base, p1_max, &servers, &mut errors)? {
             if v.cfg.proto != crate::text::Proto::Binary {
-                v.label = format!("{} {}", v.cfg.proto.name(), v.label);
+                // In text and meta a quiet batch is the 100-key multi-get.
+                let what = if w == "quiet" {
+                    "multiget"
+                } else {
+                    v.label.as_str()
+                };
+                v.label = format!("{} {what}", v.cfg.proto.name());
             }
             let (row, meds) = run_variant(&v, &servers, o.rounds, &mut errors)?;
             if w == "p1" {

@@ -46,8 +46,8 @@ pub fn compare_storm(
     let row = |label: &str, vals: Vec<f64>, cpu: &str| {
         let cells: Vec<String> = vals.iter().map(|v| format!("{v:.3}")).collect();
         let ratio = match vals.as_slice() {
-            [a, b] => format!("{:.2}", a / b.max(1e-9)),
-            _ => "-".into(),
+            [a, b] if *b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(), // one server only, or nothing to divide by (no overflows)
         };
         format!(
             "| storm {n} | {label} | {} | {ratio} | - | {cpu} |",
