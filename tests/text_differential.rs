@@ -305,7 +305,18 @@ impl Gen {
                         "v", "k", "c", "f", "s", "t", "h", "l", "q", "O42", "N30", "R30", "R200",
                         "T100", "u",
                     ];
-                    self.flags_from(&all, 6)
+                    let flags = self.flags_from(&all, 6);
+                    if b.is_empty() {
+                        flags
+                    } else {
+                        // memcached 1.6.18 answers `k` with the decoded key (and no `b`)
+                        // when T, N or R is also given; pincache keeps the base64 form.
+                        flags
+                            .split(' ')
+                            .filter(|f| !f.starts_with(['T', 'N', 'R']))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    }
                 };
                 vec![Part::Bytes(format!("mg {k}{b}{flags}\r\n").into_bytes())]
             }

@@ -253,6 +253,22 @@ impl TextClient {
         );
     }
 
+    /// The next line, without its `\r\n`.
+    #[track_caller]
+    pub fn line(&mut self) -> String {
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            if let Some(at) = find(&self.buf, b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..at]).into_owned();
+                self.buf.drain(..at + 2);
+                return line;
+            }
+            if self.fill(deadline) != Ok(true) {
+                panic!("no line; got \"{}\"", show(&self.buf));
+            }
+        }
+    }
+
     /// Read lines up to and including `END\r\n`; each line without its `\r\n`.
     #[track_caller]
     pub fn lines_until_end(&mut self) -> Vec<String> {
