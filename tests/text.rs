@@ -8,7 +8,7 @@
 mod common;
 
 use common::text::{match_pattern, Match, TextClient};
-use common::{get, op, status};
+use common::{get, op, status, Server};
 use pincache_text_spec as text_spec;
 
 /// Default item size limit (`-I 1m`) of both servers.
@@ -506,3 +506,141 @@ text_spec!(stats_detail_on_dump_off, |server| {
         "CLIENT_ERROR usage: stats detail on|off|dump\r\n",
     );
 });
+
+// ---------------------------------------------------------------------------------------
+// Found while comparing with memcached
+// ---------------------------------------------------------------------------------------
+
+text_spec!(get_with_one_long_key_answers_only_the_error, |server| {
+    let mut c = server.text();
+    let (ok, long) = ("k".repeat(250), "k".repeat(251));
+    stored(&mut c, &ok, 0, "v");
+    // One bad key spoils the whole get: no VALUE for the good keys around it, no END.
+    c.call(
+        format!("get {ok} {long} {ok}\r\n"),
+        "CLIENT_ERROR bad command line format\r\n",
+    );
+    c.call("version\r\n", "VERSION %s\r\n");
+});
+
+text_spec!(too_large_cas_keeps_the_old_item, |server| {
+    let mut c = server.text();
+    stored(&mut c, "k", 0, "old");
+    let cas = cas_of(&mut c, "k", 0, "old");
+    let size = ITEM_SIZE_MAX_BYTES + 1;
+    let mut req = format!("cas k 0 0 {size} {cas}\r\n").into_bytes();
+    req.resize(req.len() + size, b'v');
+    req.extend_from_slice(b"\r\n");
+    c.call(&req, "SERVER_ERROR object too large for cache\r\n");
+    // Only a plain set drops the old item; cas (like add, replace, append) keeps it.
+    c.call("get k\r\n", "VALUE k 0 3\r\nold\r\nEND\r\n");
+});
+
+/// Names memcached_exporter reads from `stats` (it marks the server down without some).
+const EXPORTER_STATS: &[&str] = &[
+    "pid",
+    "uptime",
+    "time",
+    "version",
+    "rusage_user",
+    "rusage_system",
+    "curr_connections",
+    "total_connections",
+    "connection_structures",
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "get_hits",
+    "get_misses",
+    "get_expired",
+    "get_flushed",
+    "delete_misses",
+    "delete_hits",
+    "incr_misses",
+    "incr_hits",
+    "decr_misses",
+    "decr_hits",
+    "cas_misses",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "bytes_read",
+    "bytes_written",
+    "limit_maxbytes",
+    "threads",
+    "bytes",
+    "curr_items",
+    "total_items",
+    "evictions",
+    "reclaimed",
+    "listen_disabled_num",
+    "accepting_conns",
+    "rejected_connections",
+    "max_connections",
+    "malloc_fails",
+];
+
+text_spec!(stats_has_the_names_monitoring_reads, |server| {
+    let mut c = server.text();
+    stored(&mut c, "a", 0, "A");
+    c.call("get a zz\r\n", "VALUE a 0 1\r\nA\r\nEND\r\n");
+    let stats = c.stats("");
+    for name in EXPORTER_STATS {
+        assert!(stats.iter().any(|(k, _)| k == name), "no stat {name}");
+    }
+    let value = |name: &str| {
+        stats
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(value("cmd_set"), "1");
+    assert_eq!(value("get_hits"), "1");
+    assert_eq!(value("get_misses"), "1");
+    assert_eq!(value("curr_items"), "1");
+    assert_eq!(value("pid"), server.pid().to_string());
+});
+
+// ---------------------------------------------------------------------------------------
+// Text authentication
+// ---------------------------------------------------------------------------------------
+
+/// A `-Y` file (memcached's text-protocol auth file: `user:password` lines).
+fn auth_file() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("pincache-text-auth-{}", std::process::id()));
+    std::fs::write(&path, "alice:secret\nbob:hunter2\n").unwrap();
+    path
+}
+
+#[test]
+fn text_auth_pincache() {
+    let file = auth_file();
+    check_text_auth(&Server::pincache(&["-Y", file.to_str().unwrap()]));
+}
+
+#[test]
+fn text_auth_memcached() {
+    let file = auth_file();
+    if let Some(server) = Server::memcached_text(&["-Y", file.to_str().unwrap()]) {
+        check_text_auth(&server);
+    }
+}
+
+fn check_text_auth(server: &Server) {
+    let mut c = server.text();
+    c.call("get k\r\n", "CLIENT_ERROR unauthenticated\r\n");
+    c.call(
+        "set a 0 0 12\r\nalice wrong!\r\n",
+        "CLIENT_ERROR authentication failure\r\n",
+    );
+    c.call("set a 0 0 12\r\nalice secret\r\n", "STORED\r\n");
+    stored(&mut c, "k", 0, "v");
+    c.call("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
+    let mut other = server.text();
+    other.call("version\r\n", "CLIENT_ERROR unauthenticated\r\n");
+    other.call("set x 0 0 11\r\nbob hunter2\r\n", "STORED\r\n");
+    other.call("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
+}
