@@ -65,6 +65,7 @@ fn round_trip(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> bool {
 /// The measuring client: GETs one key back to back until `stop`, recording each GET's
 /// latency while `measuring` is set.
 fn probe(addr: SocketAddr, measuring: &AtomicBool, stop: &AtomicBool) -> Res<Hist> {
+    set_nice(-10);
     let mut s = TcpStream::connect(addr).map_err(|e| format!("storm probe: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut set, mut get, mut buf) = (Vec::new(), Vec::new(), Vec::new());
@@ -87,13 +88,19 @@ fn probe(addr: SocketAddr, measuring: &AtomicBool, stop: &AtomicBool) -> Res<His
     Ok(hist)
 }
 
-/// Lowers the calling thread's priority (nice +10; Linux's nice is per thread), so the
-/// openers sharing the bench's core cannot delay the probe: its latency is the server's.
-fn lower_priority() {
+/// Sets the calling thread's nice value (Linux's nice is per thread). Best effort: a
+/// negative value needs privileges, and without them the probe just runs at nice 0.
+fn set_nice(nice: libc::c_int) {
     // SAFETY: setpriority on the calling thread (who = 0) has no memory effects.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
     }
+}
+
+/// The openers run at nice +10 and the probe at -10 when allowed, so neither the openers
+/// nor other work on the bench's core delay the probe: its latency is the server's.
+fn lower_priority() {
+    set_nice(10);
 }
 
 /// Opens `n` connections from `OPENERS` threads, each sending one GET at once.
