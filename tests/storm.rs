@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pincache_bench::procfs::{listen_overflows, raise_nofile};
 
 /// Clients in a storm (the issue measured 3,000 against memcached).
 const STORM: usize = 3_000;
@@ -28,39 +29,6 @@ const BOUND: Duration = Duration::from_secs(10);
 /// A dropped SYN or handshake ACK is retried after 1 s (TCP_TIMEOUT_INIT): a storm that
 /// ends sooner cannot have had a client wait for one.
 const RETRANSMIT: Duration = Duration::from_secs(1);
-
-/// Raises this process's soft descriptor limit (inherited by the server it starts) so
-/// both ends of the storm fit.
-fn raise_nofile(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
-    }
-    assert!(
-        lim.rlim_cur >= want,
-        "need {want} descriptors for the storm, hard limit is {}",
-        lim.rlim_max
-    );
-}
-
-/// TcpExt ListenOverflows from /proc/net/netstat (whole network namespace), if readable.
-fn listen_overflows() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (names, values) = (lines.next()?, lines.next()?);
-    let i = names
-        .split_whitespace()
-        .position(|n| n == "ListenOverflows")?;
-    values.split_whitespace().nth(i)?.parse().ok()
-}
 
 /// Opens `n` connections from `OPENERS` threads as fast as they go, each sending one GET.
 fn open_storm(port: u16, n: usize) -> Vec<TcpStream> {
@@ -117,7 +85,7 @@ fn fate(s: &mut TcpStream, deadline: Instant) -> Fate {
 
 #[test]
 fn a_storm_of_3000_connections_is_all_served_without_a_retransmit_wait() {
-    raise_nofile(3 * STORM as u64);
+    raise_nofile(3 * STORM as u64).expect("descriptors for the storm");
     let server = Server::pincache(&["-c", "4096", "-b", "4096"]);
     // The kernel caps the backlog at somaxconn; below the storm an overflow proves nothing.
     let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
@@ -155,7 +123,7 @@ fn a_storm_of_3000_connections_is_all_served_without_a_retransmit_wait() {
 #[test]
 fn with_a_conn_limit_below_the_storm_the_excess_is_refused_at_once() {
     const LIMIT: usize = 300;
-    raise_nofile(3 * STORM as u64);
+    raise_nofile(3 * STORM as u64).expect("descriptors for the storm");
     let server = Server::pincache(&["-c", &LIMIT.to_string()]);
     let start = Instant::now();
     let mut streams = open_storm(server.port, 1_000);

@@ -35,7 +35,6 @@
 mod cli;
 mod compare;
 mod histogram;
-mod procfs;
 mod report;
 mod storm;
 mod text;

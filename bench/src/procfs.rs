@@ -1,5 +1,6 @@
 //! What /proc says about a process (CPU time, memory) and about the kernel's TCP
-//! counters (listen queue overflows).
+//! counters (listen queue overflows), and the descriptor limit a storm needs. In the
+//! library, so tests/storm.rs reads the same counters.
 
 /// utime + stime of a process (`"self"` or a pid), all threads, in seconds.
 pub fn cpu_seconds(pid: &str) -> f64 {
@@ -53,4 +54,26 @@ impl CpuMeter {
         let wall = self.t0.elapsed().as_secs_f64().max(1e-9);
         (cpu_seconds(&self.pid) - self.cpu0) / wall * 100.0
     }
+}
+
+/// Raises the soft descriptor limit (inherited by servers started later) to `want`.
+pub fn raise_nofile(want: u64) -> Result<(), String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_cur.max(want.min(lim.rlim_max));
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if !ok || lim.rlim_cur < want {
+        return Err(format!(
+            "storm: need {want} descriptors, the limit is {} (ulimit -n)",
+            lim.rlim_cur
+        ));
+    }
+    Ok(())
 }

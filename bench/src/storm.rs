@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::cli::Res;
 use crate::histogram::Hist;
-use crate::procfs::{listen_overflows, CpuMeter};
 use crate::wire::{parse_header, put_get, put_set, HEADER, OP_GET};
+use pincache_bench::procfs::{listen_overflows, raise_nofile, CpuMeter};
 
 /// Storm clients' answers must all arrive within this.
 const STORM_BOUND: Duration = Duration::from_secs(30);
@@ -28,28 +28,6 @@ pub struct StormResult {
     pub overflows: Option<u64>,
     pub probe: Hist,
     pub bench_cpu: f64,
-}
-
-/// Raises the soft descriptor limit (inherited by servers started later) to `want`.
-pub fn raise_nofile(want: u64) -> Res<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    let ok = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
-            lim.rlim_cur = lim.rlim_cur.max(want.min(lim.rlim_max));
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
-        }
-    };
-    if !ok || lim.rlim_cur < want {
-        return Err(format!(
-            "storm: need {want} descriptors, the limit is {} (ulimit -n)",
-            lim.rlim_cur
-        ));
-    }
-    Ok(())
 }
 
 /// Sends `req` and reads one whole response; false on any failure.

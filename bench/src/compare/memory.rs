@@ -4,10 +4,10 @@
 use super::server::{binary_stat, start_server, Server};
 use super::{median, Sample};
 use crate::cli::{Cfg, Mode, Res};
-use crate::procfs::proc_status_bytes;
 use crate::report::shout_errors;
 use crate::worker::{run_phase, Stats};
 use crate::workload::{Plan, ValueSpec};
+use pincache_bench::procfs::proc_status_bytes;
 
 /// Sizes for `memory`, `bound` and `hits` (`--memory-mb --bound-mb --hits-mb --item-size`).
 pub struct MemOpts {

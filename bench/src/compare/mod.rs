@@ -10,10 +10,10 @@ mod workloads;
 use std::fmt::Write as _;
 
 use crate::cli::{apply_flag, num, Cfg, Res};
-use crate::procfs::CpuMeter;
 use crate::report::{bench_warning, shout_errors, summarize, BENCH_CPU_WARN};
 use crate::worker::{pin_current_thread, run_phase};
 use crate::workload::Plan;
+use pincache_bench::procfs::CpuMeter;
 
 use memory::{compare_memory, MemOpts};
 use server::{start_server, Server};

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use super::median;
 use super::server::start_server;
 use crate::cli::Res;
-use crate::storm::{describe, raise_nofile, run_storm, StormResult};
+use crate::storm::{describe, run_storm, StormResult};
+use pincache_bench::procfs::raise_nofile;
 
 /// Runs `rounds` storms of `n` connections per server kind, alternating; table rows.
 pub fn compare_storm(

@@ -11,8 +11,8 @@ use mio::{Interest, Poll, Token};
 use super::{Conn, Stats, Worker, READ_CHUNK};
 use crate::cli::Res;
 use crate::histogram::Hist;
-use crate::procfs::CpuMeter;
 use crate::workload::{Plan, Rng};
+use pincache_bench::procfs::CpuMeter;
 
 fn connect(addr: SocketAddr) -> Res<TcpStream> {
     let s = StdTcpStream::connect_timeout(&addr, Duration::from_secs(5))
