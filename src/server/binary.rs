@@ -5,7 +5,7 @@
 use log::debug;
 
 use super::dispatch::{
-    client_log, execute, put_value, refuse_too_large, Batch, Context, Direct, Progress, Session,
+    client_log, execute, put_value, refuse_too_large, Context, Direct, Progress, Session,
 };
 use super::stats::{self, StatFormat, Stats, VERSION};
 use crate::protocol::binary::encoder::{status_of, Reply};
@@ -13,18 +13,16 @@ use crate::protocol::binary::parser::frame_len;
 use crate::protocol::{parse, Command, Opcode, Outcome, ParseError, Request, Status, StoreMode};
 
 /// Answers every complete frame at the front of the batch's input.
+#[inline]
 pub fn process(
-    batch: Batch<'_, '_, '_, '_>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    mut direct: Option<&mut Direct<'_>>,
+    high_water: usize,
     ctx: &mut Context<'_>,
     session: &mut Session,
+    peer: &str,
 ) -> Progress {
-    let Batch {
-        input,
-        out,
-        mut direct,
-        high_water,
-        peer,
-    } = batch;
     let mut progress = Progress::default();
     let mut pos = 0;
     while pos < input.len() {
@@ -187,7 +185,7 @@ fn answer(
         }
     };
     suppress(request, status, out, mark);
-    if command == Command::Quit {
+    if matches!(command, Command::Quit) {
         Flow::Close
     } else {
         Flow::Continue

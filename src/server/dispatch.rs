@@ -118,6 +118,7 @@ pub struct Progress {
 /// `high_water` bytes or more. With `direct`, large values go to the socket as
 /// they are answered (so `out` may shrink); without, everything is queued in
 /// `out`. `peer` names the client in the log.
+#[inline]
 pub fn process(
     input: &[u8],
     out: &mut Vec<u8>,
@@ -127,24 +128,24 @@ pub fn process(
     session: &mut Session,
     peer: &str,
 ) -> Progress {
-    if session.protocol == Protocol::Unknown {
+    if matches!(session.protocol, Protocol::Unknown) {
         match input.first() {
             None => return Progress::default(),
             Some(&BINARY_MAGIC) => session.protocol = Protocol::Binary,
             Some(_) => session.protocol = Protocol::Text,
         }
     }
-    let batch = Batch {
-        input,
-        out,
-        direct,
-        high_water,
-        peer,
-    };
-    match session.protocol {
-        Protocol::Text => super::text::process(batch, ctx, session),
-        _ => super::binary::process(batch, ctx, session),
+    if matches!(session.protocol, Protocol::Text) {
+        let batch = Batch {
+            input,
+            out,
+            direct,
+            high_water,
+            peer,
+        };
+        return super::text::process(batch, ctx, session);
     }
+    super::binary::process(input, out, direct, high_water, ctx, session, peer)
 }
 
 /// One batch of input and where its answers go.
@@ -195,7 +196,7 @@ fn failed(error: StoreError) -> Outcome<'static> {
 /// Runs one store command and counts it as memcached does. Commands that do not
 /// touch the store (version, stats, ...) are each protocol's own business and
 /// answer `Done`.
-#[inline]
+#[inline(always)]
 pub fn execute<'s>(command: &Command<'_>, store: &'s mut Store, stats: &mut Stats) -> Outcome<'s> {
     match *command {
         Command::Get { key, touch } => get(key, touch, store, stats),
@@ -238,7 +239,7 @@ pub fn execute<'s>(command: &Command<'_>, store: &'s mut Store, stats: &mut Stat
 }
 
 /// GET / GAT / TOUCH.
-#[inline]
+#[inline(always)]
 fn get<'s>(key: &[u8], touch: Option<u32>, store: &'s mut Store, stats: &mut Stats) -> Outcome<'s> {
     let item = match touch {
         Some(exptime) => {

@@ -59,7 +59,7 @@ impl<'a> Request<'a> {
 
     /// The protocol-neutral command; `None` for the SASL commands, which only
     /// the binary protocol has and the server answers itself.
-    #[inline]
+    #[inline(always)]
     pub fn to_command(&self) -> Option<Command<'a>> {
         use Opcode::*;
         let key = self.key;
