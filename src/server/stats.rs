@@ -179,7 +179,10 @@ pub fn write_group(
         b"slabs" => slabs_group(&mut w, stats, store),
         // memcached keeps no size histogram unless started with it.
         b"sizes" => w.stat("sizes_status", "disabled"),
-        b"conns" => w.stat("connections", stats.curr_connections),
+        // memcached serves `conns` in text only (binary: 0x0001).
+        b"conns" if matches!(w.format, StatFormat::Text) => {
+            w.stat("connections", stats.curr_connections)
+        }
         b"reset" => {
             reset(stats, store);
             match w.format {
