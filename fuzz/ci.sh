@@ -2,7 +2,7 @@
 # Builds the fuzz targets and runs each for a bounded time; fails on a crash.
 #
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_TARGETS   targets to run (default "parse_request parse_text connection")
+#   FUZZ_TARGETS   targets to run (default "parse_request parse_text connection connection_text")
 #
 # Works from a clean clone: installs cargo-fuzz if missing and seeds the
 # (gitignored) corpus directories from fuzz/seeds/. The toolchain is stable;
@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-parse_request parse_text connection}"
+targets="${FUZZ_TARGETS:-parse_request parse_text connection connection_text}"
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

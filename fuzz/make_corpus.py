@@ -5,6 +5,7 @@ stats, oversized values, malformed headers).
 
     fuzz/seeds/parse_request/<name>   the raw stream
     fuzz/seeds/parse_text/<name>      text and meta lines (text_streams)
+    fuzz/seeds/connection_text/<name> a config byte, then 3-byte ops (text_connection_streams)
     fuzz/seeds/connection/<name>      4 config bytes (see fuzz_targets/connection.rs),
                                       then the same stream
 
@@ -226,6 +227,22 @@ def text_streams():
     }
 
 
+def text_connection_streams():
+    """Seeds for connection_text: a config byte, then ops of three bytes (command, key,
+    argument; see fuzz_targets/connection_text.rs). Deterministic pseudo-random streams
+    (a fixed LCG), plus one op of every command."""
+    seeds = {"ct_every_command": bytes([0] + [b for cmd in range(16) for b in (cmd, 1, 0x21)])}
+    state = 12345
+    for n in range(6):
+        out = [n]
+        for _ in range(40 + 20 * n):
+            state = (state * 1103515245 + 12345) % (1 << 31)
+            out.append((state >> 16) & 0xFF)
+        out = out[: 1 + 3 * ((len(out) - 1) // 3)]
+        seeds["ct_random_%d" % n] = bytes(out)
+    return seeds
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "seeds")
@@ -238,6 +255,10 @@ def main():
         with open(os.path.join(out, "connection", name), "wb") as f:
             f.write(CONFIG.get(name, bytes(4)) + data)
         count += 1
+    os.makedirs(os.path.join(out, "connection_text"), exist_ok=True)
+    for name, data in sorted(text_connection_streams().items()):
+        with open(os.path.join(out, "connection_text", name), "wb") as f:
+            f.write(data)
     os.makedirs(os.path.join(out, "parse_text"), exist_ok=True)
     for name, data in sorted(text_streams().items()):
         with open(os.path.join(out, "parse_text", name), "wb") as f:
