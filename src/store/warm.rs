@@ -145,7 +145,10 @@ pub fn restore(
     // still refuses.
     let clock = Clock::resume(meta.clock_epoch_unix)
         .ok_or("the clock went backwards since the stop (or is out of range)")?;
-    let mut index = Index::with_capacity(segments.align_shift(), meta.items as usize);
+    // The record's item count sizes the index; no more items than the smallest
+    // item (10 bytes) fits in the arena, whatever the record says.
+    let items = (meta.items as usize).min(segment_len * count / 10);
+    let mut index = Index::with_capacity(segments.align_shift(), items);
     let rebuilt = rebuild(&mut segments, &mut index, &clock)?;
     Ok((segments, index, clock, rebuilt))
 }
