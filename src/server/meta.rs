@@ -132,8 +132,11 @@ fn get(
 
 /// The returned flags of a hit, in request order, then `Z`, `X`, `W`.
 fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, out: &mut Vec<u8>) {
+    // Flags apply in the order given: a `t` ahead of `T` sees the old TTL.
+    let mut touched = false;
     for token in tokens(m.tokens) {
         let letter = token[0];
+        touched |= letter == b'T';
         match letter {
             b's' | b't' | b'c' | b'f' | b'h' => {
                 out.push(b' ');
@@ -143,7 +146,8 @@ fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, out: &mut Vec<u8>) {
         }
         match letter {
             b's' => number(out, item.value.len() as u64),
-            b't' => ttl(item, out),
+            b't' if !touched => left(item.ttl_before, out),
+            b't' => left(item.ttl, out),
             b'c' => number(out, item.cas),
             b'f' => number(out, u64::from(item.flags)),
             b'h' => out.push(if item.fetched { b'1' } else { b'0' }),
@@ -168,7 +172,11 @@ fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, out: &mut Vec<u8>) {
 }
 
 fn ttl(item: &MetaItem<'_>, out: &mut Vec<u8>) {
-    match item.ttl {
+    left(item.ttl, out);
+}
+
+fn left(ttl: Option<u32>, out: &mut Vec<u8>) {
+    match ttl {
         Some(secs) => number(out, u64::from(secs)),
         None => out.extend_from_slice(b"-1"),
     }
@@ -327,6 +335,12 @@ fn arith(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
         }),
         cas: f.cas.unwrap_or(0),
     };
+    let peek = MetaRead {
+        peek: true,
+        ..MetaRead::default()
+    };
+    // `q` hides the answer of a hit only; an item created by `N` still answers.
+    let creating = f.vivify.is_some() && ctx.store.meta_get(key, peek).is_none();
     let (value, cas) = match execute(&command, ctx.store, ctx.stats) {
         Outcome::Number { value, cas } => (value, cas),
         Outcome::NotFound => return code_line("NF", m, out),
@@ -342,13 +356,9 @@ fn arith(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
     if let Some(exptime) = f.ttl {
         ctx.store.touch(key, exptime);
     }
-    if f.quiet {
+    if f.quiet && !creating {
         return;
     }
-    let peek = MetaRead {
-        peek: true,
-        ..MetaRead::default()
-    };
     let left = ctx.store.meta_get(key, peek).and_then(|item| item.ttl);
     let mut buf = [0u8; 20];
     let text = digits(value, &mut buf);

@@ -29,6 +29,8 @@ pub struct MetaItem<'a> {
     pub value: &'a [u8],
     /// Seconds left to live; `None` = never expires.
     pub ttl: Option<u32>,
+    /// Seconds left before this read's `T` (what a `t` ahead of `T` reports).
+    pub ttl_before: Option<u32>,
     /// Whether it had been fetched before this read.
     pub fetched: bool,
     pub stale: bool,
@@ -55,6 +57,8 @@ impl Store {
                 (addr, true)
             }
         };
+        let left = |expiry: u32, now: u32| (expiry != 0).then(|| expiry.saturating_sub(now));
+        let ttl_before = left(self.segments.header(addr).expiry, self.clock.now());
         if let Some(exptime) = read.touch {
             let header = self.segments.header(addr);
             addr = self.set_expiry(hash, key, addr, &header, exptime)?;
@@ -84,7 +88,8 @@ impl Store {
             flags: item.flags,
             cas: item.cas,
             value: item.value,
-            ttl: (header.expiry != 0).then(|| header.expiry.saturating_sub(self.clock.now())),
+            ttl: left(header.expiry, self.clock.now()),
+            ttl_before,
             fetched: header.bits & FETCHED != 0,
             stale,
             token_sent,
@@ -132,14 +137,17 @@ impl Store {
         cas: u64,
     ) -> Result<u64, StoreError> {
         let hash = self.index.hash(key);
-        let older = matches!(self.lookup(hash, key), Some((_, h)) if cas != 0 && cas < h.cas);
+        let old = self.lookup(hash, key).map(|(_, h)| h);
+        let older = matches!(old, Some(h) if cas != 0 && cas < h.cas);
         if !older || !self.fits(key.len(), value.len()) {
             return self.store(mode, key, value, flags, exptime, cas);
         }
         let expiry = self.clock.expiry(exptime);
         let new_cas = self.take_cas();
         let addr = self.write_item(hash, key, value, flags, expiry, new_cas)?;
-        self.segments.bytes_mut()[addr] |= STALE;
+        // A win already handed out for the old item stays taken.
+        let sent = old.map_or(0, |h| h.bits & TOKEN_SENT);
+        self.segments.bytes_mut()[addr] |= STALE | sent;
         self.counts.total_items += 1;
         Ok(new_cas)
     }

@@ -8,7 +8,7 @@
 //!  md <key> <flag>*            ma <key> <flag>*              me <key>
 //! ```
 
-use super::parser::{exptime_token, strtol, strtoull};
+use super::parser::{exptime_token, strtol, strtoull, CAS_NEVER};
 use crate::protocol::binary::MAX_KEY_LEN;
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: at most this many tokens, terminator
@@ -168,7 +168,10 @@ fn check_flags(rest: &[u8]) -> Result<Flags, &'static str> {
                 Some(n) => f.client_flags = Some(n as u32),
                 None => bad = bad.or(Some(BAD_FORMAT)),
             },
-            b'C' => f.cas = number(arg, &mut bad, BAD_TOKEN),
+            // C0 compares against 0, which no item has (see CAS_NEVER).
+            b'C' => {
+                f.cas = number(arg, &mut bad, BAD_TOKEN).map(|c| if c == 0 { CAS_NEVER } else { c })
+            }
             b'M' if token.len() != 2 => bad = Some("CLIENT_ERROR incorrect length for M token"),
             b'M' => f.mode = Some(token[1]),
             b'J' => f.initial = number(arg, &mut bad, "CLIENT_ERROR invalid numeric initial value"),

@@ -25,7 +25,7 @@ const EXPIRED_AT_ONCE: u32 = 60 * 60 * 24 * 30 + 1;
 /// A text `cas` with CAS 0 compares against 0, which no item has; our store
 /// reads CAS 0 as "no compare", so it gets this value, which no item has either
 /// (item CAS values are 48 bits).
-const CAS_NEVER: u64 = u64::MAX;
+pub const CAS_NEVER: u64 = u64::MAX;
 
 /// One parsed line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
