@@ -141,10 +141,12 @@ pub struct Store {
 }
 
 /// The file the arena maps with `-e`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct MemoryFile {
     path: PathBuf,
     on_tmpfs: bool,
+    /// Kept open for its lock (see `warm::open_file`).
+    _file: std::fs::File,
 }
 
 impl Store {
@@ -185,10 +187,7 @@ impl Store {
             segment_len as u64,
         );
         let (file, restored) = warm::open(path, expected, segment_len, count)?;
-        let memory_file = Some(MemoryFile {
-            path: path.to_path_buf(),
-            on_tmpfs: warm::on_tmpfs(&file).unwrap_or(false),
-        });
+        let on_tmpfs = warm::on_tmpfs(&file).unwrap_or(false);
         let (mut store, start) = match restored {
             Ok(r) => {
                 let mut store = Store::from_parts(config, r.segments, r.index, r.clock);
@@ -218,7 +217,11 @@ impl Store {
                 )
             }
         };
-        store.memory_file = memory_file;
+        store.memory_file = Some(MemoryFile {
+            path: path.to_path_buf(),
+            on_tmpfs,
+            _file: file,
+        });
         // A delayed flush that fell due while the server was down happens now,
         // before anything is served.
         store.run_due_work(0);

@@ -672,3 +672,30 @@ fn each_doubt_starts_cold_with_its_reason_and_the_next_start_is_fine() {
     drop(s);
     cleanup(&path);
 }
+
+#[test]
+fn a_second_store_on_the_same_memory_file_is_refused() {
+    let path = memory_path("locked");
+    let (mut s, _) = open(8, &path);
+    s.store(Mode::Set, b"k", b"v", 0, 0, 0).unwrap();
+    let second = Store::with_memory_file(
+        StoreConfig {
+            memory_limit: 8 << 20,
+            item_size_max: 1 << 20,
+        },
+        &path,
+    );
+    assert_eq!(
+        second.err().map(|e| e.kind()),
+        Some(std::io::ErrorKind::AddrInUse)
+    );
+    assert_eq!(
+        s.get(b"k").unwrap().value,
+        b"v",
+        "the first one was disturbed"
+    );
+    drop(s);
+    let (_s, start) = open(8, &path);
+    assert!(matches!(start, Start::Cold { .. }), "{start:?}");
+    cleanup(&path);
+}

@@ -61,16 +61,32 @@ pub fn on_tmpfs(file: &File) -> Option<bool> {
     Some(st.f_type as i64 == TMPFS_MAGIC)
 }
 
-/// Opens (creating if needed) the memory file.
+/// Opens (creating if needed) the memory file and takes an exclusive lock on
+/// it, held while the file stays open: a second server on the same file (a
+/// restart begun before the old process exited) must not empty the memory the
+/// first one is using.
 pub fn open_file(path: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == ErrorKind::WouldBlock {
+            return Err(io::Error::new(
+                ErrorKind::AddrInUse,
+                "in use by another running server",
+            ));
+        }
+        return Err(e);
+    }
+    Ok(file)
 }
 
 /// Empties the memory file and sizes it to `len` bytes of zeroes (no pages held).
