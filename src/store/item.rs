@@ -128,7 +128,8 @@ pub fn decode(bytes: &[u8]) -> Header {
 }
 
 /// Bits an item header may carry; any other bit means the bytes are not an item.
-const KNOWN_BITS: u8 = HAS_FLAGS | HAS_EXPIRY | ACCESSED | FETCHED | DEAD;
+/// A new bit here changes the memory file's format (docs/restart.md).
+const KNOWN_BITS: u8 = HAS_FLAGS | HAS_EXPIRY | ACCESSED | FETCHED | DEAD | STALE | TOKEN_SENT;
 
 /// Decodes the header at the start of `bytes` if the bytes can be an item that
 /// lies wholly inside `bytes`: for memory that is not trusted yet (the walk

@@ -699,3 +699,29 @@ fn a_second_store_on_the_same_memory_file_is_refused() {
     assert!(matches!(start, Start::Cold { .. }), "{start:?}");
     cleanup(&path);
 }
+
+#[test]
+fn a_stale_item_comes_back_stale() {
+    let path = memory_path("stale");
+    let (mut s, _) = open(8, &path);
+    s.store(Mode::Set, b"k", b"v", 0, 0, 0).unwrap();
+    let cas = s.invalidate(b"k", 0, None).unwrap();
+    s.save_for_restart().unwrap().unwrap();
+    drop(s);
+    let (mut s, start) = open(8, &path);
+    assert!(
+        matches!(start, Start::Restored { items: 1, .. }),
+        "{start:?}"
+    );
+    let item = s.get(b"k").unwrap();
+    assert_eq!((item.value, item.cas), (&b"v"[..], cas));
+    let mut probe = [0u8; 64];
+    let found = s
+        .index
+        .find(s.index.hash(b"k"), b"k", s.segments.bytes())
+        .unwrap();
+    probe[0] = s.segments.bytes()[found.0];
+    assert_ne!(probe[0] & item::STALE, 0, "the stale mark was lost");
+    drop(s);
+    cleanup(&path);
+}
