@@ -49,6 +49,11 @@ pub fn process(
                         progress.close = true;
                         break;
                     }
+                    Refused::SkipAndClose(skip) => {
+                        pos += skip.min(available) as usize;
+                        progress.close = true;
+                        break;
+                    }
                     Refused::Skip(skip) if skip <= available => pos += skip as usize,
                     Refused::Skip(skip) => {
                         pos = input.len();
@@ -68,6 +73,9 @@ enum Refused {
     Close,
     /// Answered; skip this many bytes from the frame's start.
     Skip(u64),
+    /// Answered; the frame (as much of it as is here) is consumed, then the
+    /// connection closes.
+    SkipAndClose(u64),
 }
 
 /// Answers a frame the parser refused.
@@ -104,12 +112,14 @@ fn refused(
             Reply { opcode, opaque }.error(out, status);
             Refused::Close
         }
-        ParseError::Skip { request, .. } if must_authenticate(request.opcode, ctx, session) => {
+        ParseError::Skip { request, skip, .. }
+            if must_authenticate(request.opcode, ctx, session) =>
+        {
             // Before login nothing is answered but "auth error", and a refused
             // SET must not delete anything.
             ctx.stats.auth_errors += 1;
             request.reply().error(out, Status::AuthError);
-            Refused::Close
+            Refused::SkipAndClose(skip)
         }
         ParseError::Skip {
             request,
