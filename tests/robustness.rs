@@ -767,8 +767,11 @@ fn slow_reader_cannot_grow_memory_or_slow_others_down() {
         peak_rss / 1024,
         hwm / 1024
     );
+    // Served at once means well under a millisecond on an idle machine; on a loaded,
+    // shared 2-core one a round trip has been seen to take 110 ms from preemption alone.
+    // A loop stuck on the slow reader would hold the GET for the whole 3 s.
     assert!(
-        worst < Duration::from_millis(50),
+        worst < Duration::from_millis(1_000),
         "another client's GET took {worst:?}"
     );
     assert!(
@@ -928,19 +931,17 @@ fn idle_timeout_closes_idle_connections_only() {
             Read1::Timeout => {}
             other => panic!("idle connection got {other:?}"),
         }
+        // 10x the 1 s timeout: the close is checked once a second, and a loaded machine
+        // adds its own delay.
         assert!(
-            idle_since.elapsed() < Duration::from_secs(4),
-            "the idle connection was not closed within 4 s"
+            idle_since.elapsed() < Duration::from_secs(10),
+            "the idle connection was not closed within 10 s"
         );
     };
     eprintln!("idle connection closed after {closed_after:?}");
     assert!(
         closed_after >= Duration::from_millis(900),
         "closed too early: {closed_after:?}"
-    );
-    assert!(
-        closed_after <= Duration::from_secs(3),
-        "closed too late: {closed_after:?}"
     );
     // The active one keeps working well past the timeout.
     let until = Instant::now() + Duration::from_millis(1500);
@@ -1075,15 +1076,16 @@ fn sigterm_with_a_client_that_never_reads_still_exits_0_within_a_bound() {
     let t = Instant::now();
     server.signal("TERM");
     let code = server
-        .wait_exit(Duration::from_secs(10))
-        .expect("pincache still running 10 s after SIGTERM");
+        .wait_exit(Duration::from_secs(20))
+        .expect("pincache still running 20 s after SIGTERM");
     eprintln!(
         "SIGTERM with a non-reading client: exit {code} after {:?}",
         t.elapsed()
     );
     assert!(code.success(), "exit status {code}");
+    // The grace for queued answers is 2 s; 5x that for a loaded machine.
     assert!(
-        t.elapsed() < Duration::from_secs(5),
+        t.elapsed() < Duration::from_secs(10),
         "shutdown took {:?}",
         t.elapsed()
     );
