@@ -73,6 +73,40 @@ pub mod status {
     pub const OUT_OF_MEMORY: u16 = Status::OutOfMemory as u16;
 }
 
+/// The 24 header bytes as written, whatever the body holds (requests may lie about it).
+struct Packet {
+    magic: u8,
+    opcode: u8,
+    key_len: u16,
+    extras_len: u8,
+    data_type: u8,
+    /// The vbucket of a request, the status of an answer.
+    vbucket_or_status: u16,
+    body_len: u32,
+    opaque: u32,
+    cas: u64,
+}
+
+impl Packet {
+    /// The header, then `extras`, `key` and `value`.
+    fn encode(&self, extras: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + extras.len() + key.len() + value.len());
+        out.push(self.magic);
+        out.push(self.opcode);
+        out.extend_from_slice(&self.key_len.to_be_bytes());
+        out.push(self.extras_len);
+        out.push(self.data_type);
+        out.extend_from_slice(&self.vbucket_or_status.to_be_bytes());
+        out.extend_from_slice(&self.body_len.to_be_bytes());
+        out.extend_from_slice(&self.opaque.to_be_bytes());
+        out.extend_from_slice(&self.cas.to_be_bytes());
+        out.extend_from_slice(extras);
+        out.extend_from_slice(key);
+        out.extend_from_slice(value);
+        out
+    }
+}
+
 /// One request, with every header field settable so tests can build malformed ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -138,22 +172,18 @@ impl Request {
     /// The request as it goes on the wire.
     pub fn encode(&self) -> Vec<u8> {
         let body_len = (self.extras.len() + self.key.len() + self.value.len()) as u32;
-        let mut out = Vec::with_capacity(HEADER_LEN + body_len as usize);
-        out.push(self.magic);
-        out.push(self.opcode);
-        let key_len = self.key_len_override.unwrap_or(self.key.len() as u16);
-        out.extend_from_slice(&key_len.to_be_bytes());
-        out.push(self.extras_len_override.unwrap_or(self.extras.len() as u8));
-        out.push(self.data_type);
-        out.extend_from_slice(&self.vbucket.to_be_bytes());
-        let body_len = self.body_len_override.unwrap_or(body_len);
-        out.extend_from_slice(&body_len.to_be_bytes());
-        out.extend_from_slice(&self.opaque.to_be_bytes());
-        out.extend_from_slice(&self.cas.to_be_bytes());
-        out.extend_from_slice(&self.extras);
-        out.extend_from_slice(&self.key);
-        out.extend_from_slice(&self.value);
-        out
+        Packet {
+            magic: self.magic,
+            opcode: self.opcode,
+            key_len: self.key_len_override.unwrap_or(self.key.len() as u16),
+            extras_len: self.extras_len_override.unwrap_or(self.extras.len() as u8),
+            data_type: self.data_type,
+            vbucket_or_status: self.vbucket,
+            body_len: self.body_len_override.unwrap_or(body_len),
+            opaque: self.opaque,
+            cas: self.cas,
+        }
+        .encode(&self.extras, &self.key, &self.value)
     }
 
     /// A one-line readable form for failure messages.
@@ -299,20 +329,18 @@ impl Response {
 
     /// The response as it was on the wire.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.body_len as usize);
-        out.push(self.magic);
-        out.push(self.opcode);
-        out.extend_from_slice(&self.key_len.to_be_bytes());
-        out.push(self.extras_len);
-        out.push(self.data_type);
-        out.extend_from_slice(&self.status.to_be_bytes());
-        out.extend_from_slice(&self.body_len.to_be_bytes());
-        out.extend_from_slice(&self.opaque.to_be_bytes());
-        out.extend_from_slice(&self.cas.to_be_bytes());
-        out.extend_from_slice(&self.extras);
-        out.extend_from_slice(&self.key);
-        out.extend_from_slice(&self.value);
-        out
+        Packet {
+            magic: self.magic,
+            opcode: self.opcode,
+            key_len: self.key_len,
+            extras_len: self.extras_len,
+            data_type: self.data_type,
+            vbucket_or_status: self.status,
+            body_len: self.body_len,
+            opaque: self.opaque,
+            cas: self.cas,
+        }
+        .encode(&self.extras, &self.key, &self.value)
     }
 
     /// The flags of a GET-family or TOUCH hit.
@@ -376,15 +404,19 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The first `max` bytes of `b`, escaped as Rust escapes bytes (`\r`, `\x00`, ...).
+pub fn escape_prefix(b: &[u8], max: usize) -> String {
+    b.iter()
+        .take(max)
+        .flat_map(|&c| std::ascii::escape_default(c))
+        .map(char::from)
+        .collect()
+}
+
 /// Bytes as a quoted string with escapes, shortened when long.
 pub fn show_bytes(b: &[u8]) -> String {
     const MAX_SHOWN: usize = 64;
-    let shown: String = b
-        .iter()
-        .take(MAX_SHOWN)
-        .flat_map(|&c| std::ascii::escape_default(c))
-        .map(char::from)
-        .collect();
+    let shown = escape_prefix(b, MAX_SHOWN);
     if b.len() > MAX_SHOWN {
         format!("\"{shown}\"...({} bytes)", b.len())
     } else {

@@ -327,12 +327,7 @@ impl Match {
 /// Bytes as an escaped string, shortened past 600 bytes (answers are mostly short text).
 pub fn show(b: &[u8]) -> String {
     const MAX_SHOWN: usize = 600;
-    let shown: String = b
-        .iter()
-        .take(MAX_SHOWN)
-        .flat_map(|&c| std::ascii::escape_default(c))
-        .map(char::from)
-        .collect();
+    let shown = super::escape_prefix(b, MAX_SHOWN);
     if b.len() > MAX_SHOWN {
         format!("{shown}...({} bytes)", b.len())
     } else {
