@@ -567,4 +567,35 @@ mod tests {
         let err: Box<dyn std::error::Error> = Box::new(run(&["-c", "0"]).unwrap_err());
         assert_eq!(err.to_string(), "pincache: -c: must be at least 1");
     }
+
+    /// The README's flags table and `FLAGS` name the same flags: every spelling of every
+    /// flag is in the table, and every flag in the table parses.
+    #[test]
+    fn readme_flags_table_matches_the_table() {
+        let readme = include_str!("../README.md");
+        let table: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("## Flags"))
+            .take_while(|l| !l.starts_with("## ") || l.starts_with("## Flags"))
+            .filter(|l| l.starts_with("| `"))
+            .collect();
+        let text = table.join("\n");
+        for flag in FLAGS {
+            for name in flag.names {
+                let listed =
+                    text.contains(&format!("`{name}`")) || text.contains(&format!("`{name} "));
+                assert!(listed, "{name} is not in the README's flags table");
+            }
+        }
+        for line in &table {
+            let first_column = line.split('|').nth(1).unwrap_or("");
+            for spelled in first_column.split('`').skip(1).step_by(2) {
+                let name = spelled.split([' ', '=']).next().unwrap_or("");
+                assert!(
+                    find(name).is_some(),
+                    "README lists {name}, which FLAGS does not have"
+                );
+            }
+        }
+    }
 }
