@@ -699,6 +699,32 @@ fn set_with_a_100_mb_body_cut_short_by_close_leaves_the_server_fine() {
     witness.check();
 }
 
+/// Pipelines up to `gets` GETs of "big" (opaque = index) in batches of 100 until a write
+/// blocks; returns how many whole requests went out.
+fn pipeline_until_blocked(slow: &mut Client, gets: u32) -> u32 {
+    // Each GET "big" is 27 bytes; a write that blocks means the server stopped reading us,
+    // which is what it should do: count the whole requests that went out and move on.
+    let mut written = 0usize;
+    'send: for first in (0..gets).step_by(100) {
+        let batch: Vec<u8> = (first..(first + 100).min(gets))
+            .flat_map(|i| get(op::GET, "big").opaque(i).encode())
+            .collect();
+        let mut off = 0;
+        while off < batch.len() {
+            match slow.stream.write(&batch[off..]) {
+                Ok(n) => off += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    written += off;
+                    break 'send;
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        written += off;
+    }
+    (written / 27) as u32
+}
+
 /// A client pipelines thousands of GETs for a 500 KB value and does not read: the server
 /// stops reading its requests once its output is queued up, so RSS stays bounded, and
 /// another client's GETs stay fast. When the slow client finally reads, every answer is
@@ -720,27 +746,7 @@ fn slow_reader_cannot_grow_memory_or_slow_others_down() {
     slow.stream
         .set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    // Each GET "big" is 27 bytes; a write that blocks means the server stopped reading us,
-    // which is what it should do: count the whole requests that went out and move on.
-    let mut written = 0usize;
-    'send: for first in (0..GETS).step_by(100) {
-        let batch: Vec<u8> = (first..(first + 100).min(GETS))
-            .flat_map(|i| get(op::GET, "big").opaque(i).encode())
-            .collect();
-        let mut off = 0;
-        while off < batch.len() {
-            match slow.stream.write(&batch[off..]) {
-                Ok(n) => off += n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    written += off;
-                    break 'send;
-                }
-                Err(e) => panic!("write: {e}"),
-            }
-        }
-        written += off;
-    }
-    let sent = (written / 27) as u32;
+    let sent = pipeline_until_blocked(&mut slow, GETS);
 
     // While the slow client sits on its answers, the others are served at once.
     let mut worst = Duration::ZERO;
