@@ -284,6 +284,7 @@ impl Store {
     // ---- reads ----
 
     /// The live item under `key`, marked as read.
+    #[inline(always)]
     pub fn get(&mut self, key: &[u8]) -> Option<Item<'_>> {
         let hash = self.index.hash(key);
         let (addr, header) = self.lookup(hash, key)?;
