@@ -305,6 +305,25 @@ text_spec!(a_hundred_pipelined_quiet_gets_closed_by_mn, |server| {
     c.call(req, &want);
 });
 
+text_spec!(mg_h_reports_the_previous_fetch, |server| {
+    let mut c = server.text();
+    ms(&mut c, "k", "x");
+    c.call("mg k h\r\n", "HD h0\r\n");
+    c.call("mg k h v\r\n", "VA 1 h1\r\nx\r\n");
+    // u: no bump, but h still reports the earlier fetch.
+    c.call("mg k u h\r\n", "HD h1\r\n");
+});
+
+/// pincache keeps no per-item access time: `l` is refused (docs/protocols.md).
+#[test]
+fn mg_l_is_refused_pincache() {
+    let server = common::Server::pincache(&[]);
+    let mut c = server.text();
+    ms(&mut c, "k", "x");
+    c.call("mg k h l\r\n", "CLIENT_ERROR invalid flag\r\n");
+    c.call("mg k v\r\n", "VA 1\r\nx\r\n");
+}
+
 text_spec!(
     meta_set_reads_back_over_binary_with_the_same_cas,
     |server| {

@@ -644,3 +644,34 @@ fn check_text_auth(server: &Server) {
     other.call("set x 0 0 11\r\nbob hunter2\r\n", "STORED\r\n");
     other.call("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
 }
+text_spec!(cache_memlimit_at_the_current_limit_is_ok, |server| {
+    let mut c = server.text();
+    // Both servers start with -m 64.
+    c.call("cache_memlimit 64\r\n", "OK\r\n");
+    c.send("cache_memlimit 64 noreply\r\n");
+    c.call("version\r\n", "VERSION %s\r\n");
+});
+
+/// pincache's store is one mapping sized at start (docs/protocols.md): another limit
+/// is refused with memcached's own words; memcached would resize.
+#[test]
+fn cache_memlimit_other_than_the_start_limit_is_refused_pincache() {
+    let server = Server::pincache(&[]);
+    let mut c = server.text();
+    c.call(
+        "cache_memlimit 100\r\n",
+        "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n",
+    );
+    c.call("version\r\n", "VERSION %s\r\n");
+}
+
+/// `stats conns` counts connections instead of memcached's per-socket lines
+/// (docs/protocols.md).
+#[test]
+fn stats_conns_counts_connections_pincache() {
+    let server = Server::pincache(&[]);
+    let mut c = server.text();
+    let mut other = server.text();
+    other.call("version\r\n", "VERSION %s\r\n");
+    c.call("stats conns\r\n", "STAT connections 2\r\nEND\r\n");
+}
