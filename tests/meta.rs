@@ -338,3 +338,38 @@ text_spec!(
         );
     }
 );
+
+text_spec!(ma_quiet, |server| {
+    let mut c = server.text();
+    // q hides HD of a hit (and with v its value); a miss and an autovivify still answer.
+    c.send("ma zz q\r\nma zz q N0 J5\r\nma zz q\r\nma zz q v\r\n");
+    c.call("mn\r\n", "NF\r\nHD\r\nMN\r\n");
+    c.call("mg zz v\r\n", "VA 1\r\n7\r\n");
+});
+
+text_spec!(meta_c0_compares_with_zero, |server| {
+    let mut c = server.text();
+    // C0 is a CAS like any other: no item has it.
+    c.call("ms zz 1 C0\r\nx\r\n", "NF\r\n");
+    ms(&mut c, "k", "x");
+    c.call("ms k 1 C0\r\ny\r\nmd k C0\r\n", "EX\r\nEX\r\n");
+    c.call("mg k v\r\n", "VA 1\r\nx\r\n");
+});
+
+text_spec!(mg_t_reports_ttl_and_capital_t_updates_it, |server| {
+    let mut c = server.text();
+    c.call("ms k 1 T100\r\nx\r\n", "HD\r\n");
+    c.call("mg k t\r\n", "HD t100\r\n");
+    c.call("mg k T0 t\r\n", "HD t-1\r\n");
+    c.call("mg k t T5\r\n", "HD t-1\r\n");
+    c.call("mg k t\r\n", "HD t5\r\n");
+});
+
+text_spec!(ms_invalidate_with_an_old_cas_stays_stale, |server| {
+    let mut c = server.text();
+    c.call("ms w 3 T100\r\nabc\r\n", "HD\r\n");
+    c.call("md w I T30\r\n", "HD\r\n");
+    c.call("mg w c\r\n", "HD c%d X W\r\n");
+    c.call("ms w 3 C1 I\r\nnew\r\n", "HD\r\n");
+    c.call("mg w v\r\n", "VA 3 Z X\r\nnew\r\n");
+});
