@@ -301,8 +301,9 @@ impl Gen {
                     // s would show memcached's padding; v is normalised.
                     self.flags_from(&["v", "k", "c", "f", "t", "h", "q", "Oab1", "T100"], 5)
                 } else {
+                    // No `l`: pincache keeps no access time and refuses it (docs/protocols.md).
                     let all = [
-                        "v", "k", "c", "f", "s", "t", "h", "l", "q", "O42", "N30", "R30", "R200",
+                        "v", "k", "c", "f", "s", "t", "h", "q", "O42", "N30", "R30", "R200",
                         "T100", "u",
                     ];
                     let flags = self.flags_from(&all, 6);
