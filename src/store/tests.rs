@@ -715,13 +715,13 @@ fn a_stale_item_comes_back_stale() {
     );
     let item = s.get(b"k").unwrap();
     assert_eq!((item.value, item.cas), (&b"v"[..], cas));
-    let mut probe = [0u8; 64];
-    let found = s
-        .index
-        .find(s.index.hash(b"k"), b"k", s.segments.bytes())
-        .unwrap();
-    probe[0] = s.segments.bytes()[found.0];
-    assert_ne!(probe[0] & item::STALE, 0, "the stale mark was lost");
+    let hash = s.index.hash(b"k");
+    let (addr, _) = s.index.find(hash, b"k", s.segments.bytes()).unwrap();
+    assert_ne!(
+        s.segments.bytes()[addr] & item::STALE,
+        0,
+        "the stale mark was lost"
+    );
     drop(s);
     cleanup(&path);
 }
