@@ -41,7 +41,7 @@ const ITEM_SIZE_MAX_BYTES: usize = 1024 * 1024;
 const MAX_REPORTED: usize = 3;
 /// Whether the streams hold meta commands as well as classic ones (and `mn` fences:
 /// classic-only streams fence with `mn` too, which both servers must then answer).
-const WITH_META: bool = false;
+const WITH_META: bool = true;
 /// Keys that hold text (values start with a letter).
 const TEXT_KEYS: [&str; 3] = ["a", "b", "key:c"];
 /// The same keys in base64, for meta's `b` flag: they name the same items.
@@ -298,23 +298,38 @@ impl Gen {
             0..=3 => {
                 let (k, b) = self.meta_key(true);
                 let flags = if NUMERIC_KEYS.contains(&k.as_str()) {
-                    // s would show memcached's padding; v is normalised.
-                    self.flags_from(&["v", "k", "c", "f", "t", "h", "q", "Oab1", "T100"], 5)
+                    // s would show memcached's padding; v is normalised. No h: pincache counts
+                    // an incr/ma as a fetch, memcached does not (coord/text-failures.md J);
+                    // no T here nor in ma: t beside T differs there (K, M).
+                    self.flags_from(&["v", "k", "c", "f", "t", "q", "Oab1"], 5)
                 } else {
                     // No `l`: pincache keeps no access time and refuses it (docs/protocols.md).
                     let all = [
                         "v", "k", "c", "f", "s", "t", "h", "q", "O42", "N30", "R30", "R200",
                         "T100", "u",
                     ];
-                    let flags = self.flags_from(&all, 6);
+                    let mut flags = self.flags_from(&all, 6);
+                    // `t` ahead of `N` on a miss: memcached 1.6.18 reports -1, pincache the
+                    // new TTL (coord/text-failures.md I); keep N first.
+                    if let (Some(t), Some(n)) = (flags.find(" t"), flags.find(" N30")) {
+                        if t < n {
+                            flags = flags.replacen(" t", "", 1);
+                        }
+                    }
+                    // R beside T: memcached 1.6.18 judges R on the TTL before the update,
+                    // pincache after it (coord/text-failures.md N).
+                    if flags.contains(" R") {
+                        flags = flags.replacen(" T100", "", 1);
+                    }
                     if b.is_empty() {
                         flags
                     } else {
-                        // memcached 1.6.18 answers `k` with the decoded key (and no `b`)
-                        // when T, N or R is also given; pincache keeps the base64 form.
+                        // memcached 1.6.18 answers `k` of a base64 key sometimes encoded
+                        // (with " b"), sometimes decoded (HD answers; T, N or R given);
+                        // pincache always encoded: no `k` with `b` here.
                         flags
                             .split(' ')
-                            .filter(|f| !f.starts_with(['T', 'N', 'R']))
+                            .filter(|f| *f != "k")
                             .collect::<Vec<_>>()
                             .join(" ")
                     }
@@ -322,7 +337,10 @@ impl Gen {
                 vec![Part::Bytes(format!("mg {k}{b}{flags}\r\n").into_bytes())]
             }
             4..=6 => {
-                let (k, b) = self.meta_key(false);
+                // Plain keys only: memcached 1.6.18 remembers that an item was stored
+                // with a base64 key and answers `k` in the form it was stored in, pincache
+                // in the form asked (coord/text-failures.md L).
+                let (k, b) = (self.text_key(), "");
                 let v = self.value();
                 let flags = self.flags_from(
                     &[
@@ -333,7 +351,10 @@ impl Gen {
                 let mut parts = vec![Part::Bytes(
                     format!("ms {k} {}{b}{flags}", v.len()).into_bytes(),
                 )];
-                if self.rng.chance(20) {
+                // Not with append/prepend: there a C0 (no CAS seen yet) means "no compare"
+                // in memcached 1.6.18 and a compare in pincache (coord/text-failures.md H).
+                let concat = flags.contains(" MA") || flags.contains(" MP");
+                if !concat && self.rng.chance(20) {
                     let plain = TEXT_KEYS_B64
                         .iter()
                         .position(|x| *x == k)
@@ -352,9 +373,7 @@ impl Gen {
             8 => {
                 let k = self.rng.pick(&NUMERIC_KEYS).to_string();
                 let flags = self.flags_from(
-                    &[
-                        "N0", "J13", "D5", "MD", "M+", "q", "v", "t", "c", "k", "O3", "T100",
-                    ],
+                    &["N0", "J13", "D5", "MD", "M+", "q", "v", "t", "c", "k", "O3"],
                     5,
                 );
                 vec![Part::Bytes(format!("ma {k}{flags}\r\n").into_bytes())]
