@@ -96,17 +96,20 @@ fn walk(data: &[u8]) {
 }
 
 fn check_tokens(line: &[u8]) {
-    let (tokens, n) = tokenize(line);
+    let tokens = tokenize(line);
+    let n = tokens.count;
     let mut end = line.as_ptr() as usize;
-    for (i, t) in tokens[..n].iter().enumerate() {
+    let last = (n > 0).then_some(&tokens.last);
+    for (i, t) in tokens.first().iter().chain(last).enumerate() {
         assert!(!t.is_empty() && within(line, t), "token {i} of {n}");
-        assert!(t.as_ptr() as usize >= end, "tokens in order");
-        end = t.as_ptr() as usize + t.len();
-        if i + 1 < n {
-            assert!(!t.contains(&b' '), "only the last token holds the rest");
+        assert!(!t.contains(&b' '), "tokens hold no space");
+        if i < tokens.first().len() {
+            assert!(t.as_ptr() as usize >= end, "tokens in order");
+            end = t.as_ptr() as usize + t.len();
         }
         assert_strtoull(t);
     }
+    assert!(n <= 24, "counted up to memcached's limit");
 }
 
 /// `strtoull` on a token of plain digits is the decimal value (None past u64::MAX).

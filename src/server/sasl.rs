@@ -109,9 +109,10 @@ pub fn text_login(
     use crate::protocol::text::encoder::line;
     use crate::protocol::text::parser::{split_line, strtoull, tokenize};
     let (text, len) = split_line(input).map_err(|_| None)?;
-    let (t, n) = tokenize(text);
-    let size = match (n >= 5, t[0]) {
-        (true, b"set") => strtoull(t[4]).map(|n| n as u32 as usize),
+    let tokens = tokenize(text);
+    let t = tokens.first();
+    let size = match (t.len() >= 5, t.first().copied()) {
+        (true, Some(b"set")) => strtoull(t[4]).map(|n| n as u32 as usize),
         _ => None,
     };
     let Some(size) = size else {
@@ -126,9 +127,10 @@ pub fn text_login(
         line(out, "CLIENT_ERROR bad command line termination");
         return Ok(total);
     }
-    let (t, n) = tokenize(&input[len..total - 2]);
+    let tokens = tokenize(&input[len..total - 2]);
+    let t = tokens.first();
     stats.auth_cmds += 1;
-    if n < 2 {
+    if t.len() < 2 {
         line(out, "CLIENT_ERROR bad authentication token format");
     } else if sasl.check(t[0], t[1]) {
         session.authenticated = true;

@@ -89,7 +89,12 @@ pub fn tokens(rest: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Parses a meta line whose tokens are `t` (command first) and whose text
 /// after the key (and, for `ms`, the length) starts at `rest`.
-pub fn parse<'a>(cmd: MetaCmd, t: &[&'a [u8]], line: &'a [u8]) -> Result<Meta<'a>, MetaError> {
+pub fn parse<'a>(
+    cmd: MetaCmd,
+    t: &[&'a [u8]],
+    count: usize,
+    line: &'a [u8],
+) -> Result<Meta<'a>, MetaError> {
     let error = |text| MetaError {
         text,
         swallow: None,
@@ -98,9 +103,8 @@ pub fn parse<'a>(cmd: MetaCmd, t: &[&'a [u8]], line: &'a [u8]) -> Result<Meta<'a
     if key.len() > MAX_KEY_LEN {
         return Err(error(BAD_FORMAT));
     }
-    // The tokenizer already cut the line at memcached's token limit; count the
-    // real tokens of the whole line for its "too long" check.
-    if tokens(line).count() + 1 > MAX_TOKENS {
+    // `count` tokens and memcached's terminator.
+    if count + 1 > MAX_TOKENS {
         return Err(error("CLIENT_ERROR options flags are too long"));
     }
     let mut skip = 2;
@@ -140,15 +144,17 @@ fn after_tokens(line: &[u8], n: usize) -> &[u8] {
 /// memcached's `_meta_flag_preparse`: every flag known, none twice, numbers
 /// valid. `l` (seconds since last access) is refused: we keep no access time.
 fn check_flags(rest: &[u8]) -> Result<Flags, &'static str> {
-    let mut seen = [false; 128];
+    // One bit per flag letter seen.
+    let mut seen = 0u128;
     let mut f = Flags::default();
     let mut bad = None;
     for token in tokens(rest) {
         let letter = token[0];
-        if letter >= 127 || seen[usize::from(letter)] {
+        let bit = 1u128 << (letter & 127);
+        if letter >= 127 || seen & bit != 0 {
             return Err("CLIENT_ERROR duplicate flag");
         }
-        seen[usize::from(letter)] = true;
+        seen |= bit;
         let arg = &token[1..];
         match letter {
             b'b' => f.base64 = true,
@@ -256,9 +262,8 @@ mod tests {
     use crate::protocol::text::parser::tokenize;
 
     fn meta(cmd: MetaCmd, line: &[u8]) -> Result<Meta<'_>, MetaError> {
-        let (t, n) = tokenize(line);
-        let t: Vec<&[u8]> = t[..n].to_vec();
-        parse(cmd, &t, line)
+        let t = tokenize(line);
+        parse(cmd, t.first(), t.count, line)
     }
 
     #[test]

@@ -110,31 +110,52 @@ fn is_get_line(input: &[u8]) -> bool {
     spaces <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
 }
 
-/// The space-separated tokens of `line`, at most [`MAX_TOKENS`] - 1 of them
-/// (memcached keeps one slot for its terminator), the last holding the rest.
-pub fn tokenize(line: &[u8]) -> ([&[u8]; MAX_TOKENS], usize) {
-    let mut tokens: [&[u8]; MAX_TOKENS] = [&[]; MAX_TOKENS];
-    let mut count = 0;
+/// Tokens kept by [`tokenize`]: every classic command has at most 7 (`cas`
+/// with `noreply`); one more shows there were too many.
+const KEPT_TOKENS: usize = 8;
+
+/// The first tokens of a line, how many there are (counted up to memcached's
+/// limit, which is all any check needs) and the last one.
+#[derive(Clone, Copy, Debug)]
+pub struct Tokens<'a> {
+    pub kept: [&'a [u8]; KEPT_TOKENS],
+    pub count: usize,
+    pub last: &'a [u8],
+}
+
+impl<'a> Tokens<'a> {
+    /// The kept tokens.
+    pub fn first(&self) -> &[&'a [u8]] {
+        &self.kept[..self.count.min(KEPT_TOKENS)]
+    }
+}
+
+/// Splits `line` on spaces (repeated spaces are one separator), keeping the
+/// first tokens and counting the rest up to [`MAX_TOKENS`].
+pub fn tokenize(line: &[u8]) -> Tokens<'_> {
+    let mut tokens = Tokens {
+        kept: [&[]; KEPT_TOKENS],
+        count: 0,
+        last: &[],
+    };
     let mut at = 0;
-    while at < line.len() {
+    while at < line.len() && tokens.count < MAX_TOKENS {
         if line[at] == b' ' {
             at += 1;
             continue;
-        }
-        if count == MAX_TOKENS - 2 {
-            tokens[count] = &line[at..];
-            count += 1;
-            break;
         }
         let end = line[at..]
             .iter()
             .position(|&b| b == b' ')
             .map_or(line.len(), |n| at + n);
-        tokens[count] = &line[at..end];
-        count += 1;
+        if tokens.count < KEPT_TOKENS {
+            tokens.kept[tokens.count] = &line[at..end];
+        }
+        tokens.last = &line[at..end];
+        tokens.count += 1;
         at = end;
     }
-    (tokens, count)
+    tokens
 }
 
 /// The keys of a retrieval line, in order.
@@ -144,8 +165,8 @@ pub fn keys(rest: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Parses one command line (without its line end).
 pub fn parse_line(line: &[u8]) -> Line<'_> {
-    let (tokens, n) = tokenize(line);
-    let t = &tokens[..n];
+    let tokens = tokenize(line);
+    let (t, n) = (tokens.first(), tokens.count);
     let reply = |text| Line::Reply {
         text,
         noreply: false,
@@ -154,7 +175,7 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     if n == 0 || t[0].len() < 2 {
         return reply(ERROR);
     }
-    let noreply = t[n - 1] == b"noreply";
+    let noreply = tokens.last == b"noreply";
     match t[0] {
         b"get" | b"gets" | b"gat" | b"gats" if n >= 2 => retrieve(line, t),
         b"set" | b"add" | b"replace" | b"append" | b"prepend" if n == 5 || n == 6 => {
@@ -176,7 +197,7 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
                 b'a' => MetaCmd::Arith,
                 _ => MetaCmd::Debug,
             };
-            match meta::parse(cmd, t, line) {
+            match meta::parse(cmd, t, n, line) {
                 Ok(m) => Line::Meta(m),
                 Err(e) => Line::MetaError(e),
             }
@@ -202,7 +223,7 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
             reply("ERROR: not supported by pincache")
         }
         // An HTTP request sent to the cache port: memcached hangs up.
-        _ if t[n - 1].starts_with(b"HTTP/") => Line::Close,
+        _ if tokens.last.starts_with(b"HTTP/") => Line::Close,
         _ => reply(ERROR),
     }
 }
@@ -482,8 +503,14 @@ mod tests {
 
     #[test]
     fn tokens_skip_repeated_spaces() {
-        let (t, n) = tokenize(b"  set  k 0 0   1 ");
-        assert_eq!(&t[..n], &[&b"set"[..], b"k", b"0", b"0", b"1"]);
+        let t = tokenize(b"  set  k 0 0   1 ");
+        assert_eq!(t.first(), &[&b"set"[..], b"k", b"0", b"0", b"1"]);
+        assert_eq!((t.count, t.last), (5, &b"1"[..]));
+        let many = tokenize(b"get a b c d e f g h i j");
+        assert_eq!(
+            (many.count, many.first().len(), many.last),
+            (11, 8, &b"j"[..])
+        );
     }
 
     #[test]
