@@ -142,7 +142,8 @@ impl Store {
         if !older || !self.fits(key.len(), value.len()) {
             return self.store(mode, key, value, flags, exptime, cas);
         }
-        let expiry = self.clock.expiry(exptime);
+        // The late (stale) value keeps the item's expiration, as in memcached.
+        let expiry = old.map_or_else(|| self.clock.expiry(exptime), |h| h.expiry);
         let new_cas = self.take_cas();
         let addr = self.write_item(hash, key, value, flags, expiry, new_cas)?;
         // A win already handed out for the old item stays taken.
