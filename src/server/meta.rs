@@ -193,16 +193,9 @@ fn set(
 ) -> Step {
     let f = &m.flags;
     let skip = m.data_len as u64 + 2;
-    let mode = match f.mode {
-        None | Some(b'S' | b's') => StoreMode::Set,
-        Some(b'E' | b'e') => StoreMode::Add,
-        Some(b'A' | b'a') => StoreMode::Append,
-        Some(b'P' | b'p') => StoreMode::Prepend,
-        Some(b'R' | b'r') => StoreMode::Replace,
-        Some(_) => {
-            line(out, "CLIENT_ERROR invalid mode for ms M token");
-            return Step::Skip { line: len, skip };
-        }
+    let Some(mode) = set_mode(f.mode) else {
+        line(out, "CLIENT_ERROR invalid mode for ms M token");
+        return Step::Skip { line: len, skip };
     };
     if !ctx.store.fits(key.len(), m.data_len) {
         // An over-size value removes the old item whatever the mode (memcached).
@@ -225,25 +218,44 @@ fn set(
     } else {
         f.cas.unwrap_or(0)
     };
+    let outcome = store_value(m, mode, key, value, cas, ctx);
+    let code = set_code(outcome, mode, cas);
+    if code == "HD" && f.quiet {
+        return Step::Consumed(total);
+    }
+    let new_cas = match outcome {
+        Outcome::Done { cas } => cas,
+        _ => 0,
+    };
+    write_set_answer(m, code, new_cas, out);
+    Step::Consumed(total)
+}
+
+/// The store mode an `ms` `M` token names; `None` for a letter memcached refuses.
+fn set_mode(token: Option<u8>) -> Option<StoreMode> {
+    match token {
+        None | Some(b'S' | b's') => Some(StoreMode::Set),
+        Some(b'E' | b'e') => Some(StoreMode::Add),
+        Some(b'A' | b'a') => Some(StoreMode::Append),
+        Some(b'P' | b'p') => Some(StoreMode::Prepend),
+        Some(b'R' | b'r') => Some(StoreMode::Replace),
+        Some(_) => None,
+    }
+}
+
+/// Executes an `ms`: through the shared command core, or, for `I` with a CAS in
+/// set or replace mode, the store's invalidating store (no other protocol has it).
+fn store_value<'c>(
+    m: &Meta<'_>,
+    mode: StoreMode,
+    key: &[u8],
+    value: &[u8],
+    cas: u64,
+    ctx: &'c mut Context<'_>,
+) -> Outcome<'c> {
+    let f = &m.flags;
     let (flags, exptime) = (f.client_flags.unwrap_or(0), f.ttl.unwrap_or(0));
-    let outcome = if f.invalidate && cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace)
-    {
-        ctx.stats.cmd_set += 1;
-        let store_mode = if mode == StoreMode::Set {
-            crate::store::Mode::Set
-        } else {
-            crate::store::Mode::Replace
-        };
-        match ctx
-            .store
-            .store_invalidating(store_mode, key, value, flags, exptime, cas)
-        {
-            Ok(cas) => Outcome::Done { cas },
-            Err(crate::store::StoreError::Exists) => Outcome::Exists,
-            Err(crate::store::StoreError::NotFound) => Outcome::NotFound,
-            Err(_) => Outcome::OutOfMemory,
-        }
-    } else {
+    if !(f.invalidate && cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace)) {
         let command = Command::Store {
             mode,
             key,
@@ -252,13 +264,28 @@ fn set(
             exptime,
             cas,
         };
-        execute(&command, ctx.store, ctx.stats)
+        return execute(&command, ctx.store, ctx.stats);
+    }
+    ctx.stats.cmd_set += 1;
+    let store_mode = if mode == StoreMode::Set {
+        crate::store::Mode::Set
+    } else {
+        crate::store::Mode::Replace
     };
-    let new_cas = match outcome {
-        Outcome::Done { cas } => cas,
-        _ => 0,
-    };
-    let code = match (outcome, mode) {
+    match ctx
+        .store
+        .store_invalidating(store_mode, key, value, flags, exptime, cas)
+    {
+        Ok(cas) => Outcome::Done { cas },
+        Err(crate::store::StoreError::Exists) => Outcome::Exists,
+        Err(crate::store::StoreError::NotFound) => Outcome::NotFound,
+        Err(_) => Outcome::OutOfMemory,
+    }
+}
+
+/// The answer word of an `ms` outcome, as memcached 1.6.18 words it.
+fn set_code(outcome: Outcome<'_>, mode: StoreMode, cas: u64) -> &'static str {
+    match (outcome, mode) {
         (Outcome::Done { .. }, _) => "HD",
         (Outcome::Exists, StoreMode::Add) | (Outcome::NotFound, StoreMode::Replace) if cas == 0 => {
             "NS"
@@ -268,10 +295,12 @@ fn set(
         (Outcome::NotStored, _) => "NS",
         (Outcome::TooLarge, _) => "SERVER_ERROR object too large for cache",
         _ => "SERVER_ERROR out of memory storing object",
-    };
-    if code == "HD" && f.quiet {
-        return Step::Consumed(total);
     }
+}
+
+/// Writes an `ms` answer: the code, and for a two-letter code the `O`, `k` and
+/// `c` flags asked for, in the order asked.
+fn write_set_answer(m: &Meta<'_>, code: &str, new_cas: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(code.as_bytes());
     if code.len() == 2 {
         for token in tokens(m.tokens) {
@@ -290,7 +319,6 @@ fn set(
         }
     }
     out.extend_from_slice(b"\r\n");
-    Step::Consumed(total)
 }
 
 /// `md`: delete, or with `I` mark stale.
