@@ -53,20 +53,7 @@ pub fn parse_counter(value: &[u8]) -> Option<u64> {
     Some(number)
 }
 
-/// Writes `n` in decimal into `buf`, returning the used tail.
-pub fn format_counter(n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[at..]
-}
+pub use crate::decimal::digits as format_counter;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -10,21 +10,7 @@ pub fn number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(digits(n, &mut buf));
 }
 
-/// `n` in decimal, written at the end of `buf`.
-#[inline]
-pub fn digits(n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[at..]
-}
+pub use crate::decimal::digits;
 
 /// Appends `text` and the line end.
 #[inline]
