@@ -35,6 +35,8 @@ pub struct Config {
     pub verbosity: u8,
     /// `-e`: the arena is a shared mapping of this file, kept across a clean stop.
     pub memory_file: Option<PathBuf>,
+    /// `--verify-restore`: check a restored store's consistency before serving.
+    pub verify_restore: bool,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             cpu: None,
             verbosity: 0,
             memory_file: None,
+            verify_restore: false,
         }
     }
 }
@@ -163,6 +166,12 @@ pub const FLAGS: &[Flag] = &[
             c.memory_file = Some(PathBuf::from(v));
             Ok(())
         }),
+    },
+    Flag {
+        names: &["--verify-restore"],
+        value: None,
+        help: "with -e: check the restored items' consistency before serving; start cold if it fails",
+        action: Action::Switch(|c, _| c.verify_restore = true),
     },
     Flag {
         names: &["-c", "--conn-limit"],
@@ -440,6 +449,12 @@ fn check(config: &mut Config) -> Result<(), ConfigError> {
             "cannot be more than half of the memory limit (-m)",
         ));
     }
+    if config.verify_restore && config.memory_file.is_none() {
+        return Err(error(
+            "--verify-restore",
+            "checks what -e (--memory-file) restores: give -e too",
+        ));
+    }
     if config.sasl && config.sasl_pwdb.is_none() {
         config.sasl_pwdb = std::env::var_os("MEMCACHED_SASL_PWDB").map(PathBuf::from);
         if config.sasl_pwdb.is_none() {
@@ -525,6 +540,20 @@ mod tests {
         assert_eq!(run(&["--listen-backlog=16"]).unwrap().listen_backlog, 16);
         assert_eq!(run(&["-b", "0"]).unwrap_err().flag, "-b");
         assert_eq!(run(&["-b", "2147483648"]).unwrap_err().flag, "-b");
+    }
+
+    #[test]
+    fn verify_restore_needs_a_memory_file() {
+        assert!(!run(&["-e", "/dev/shm/x"]).unwrap().verify_restore);
+        assert!(
+            run(&["-e", "/dev/shm/x", "--verify-restore"])
+                .unwrap()
+                .verify_restore
+        );
+        assert_eq!(
+            run(&["--verify-restore"]).unwrap_err().flag,
+            "--verify-restore"
+        );
     }
 
     #[test]

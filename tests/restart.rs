@@ -53,14 +53,17 @@ impl Shard {
         }
     }
 
-    /// Starts pincache on this memory file, its log appended to `self.log`.
+    /// Starts pincache on this memory file, its log appended to `self.log`,
+    /// with `--verify-restore`: every restore is followed by the server's own
+    /// full consistency check, whose result the log says.
     fn start(&self) -> Server {
         let bin = pincache_bin();
         let (path, log, mb) = (self.path.clone(), self.log.clone(), self.memory_mb);
         Server::custom("pincache", move |port| {
             let mut cmd = Command::new(&bin);
             cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1"]);
-            cmd.args(["-m", &mb.to_string(), "-e"]).arg(&path);
+            cmd.args(["-m", &mb.to_string(), "--verify-restore", "-e"])
+                .arg(&path);
             cmd.env("RUST_LOG", "info");
             let file = OpenOptions::new()
                 .create(true)
@@ -85,6 +88,18 @@ impl Shard {
         let _ = fs::write(&self.log, b"");
         text
     }
+}
+
+/// Asserts that `log` shows `n` restores, each one passing the server's
+/// consistency check (`--verify-restore`), and none failing it.
+fn assert_verified_restores(log: &str, n: usize) {
+    assert_eq!(log.matches("warm restart from").count(), n, "{log}");
+    assert_eq!(
+        log.matches("restore verified in").count(),
+        n,
+        "a restore without its check: {log}"
+    );
+    assert!(!log.contains("consistency check:"), "{log}");
 }
 
 impl Drop for Shard {
@@ -153,8 +168,8 @@ fn every_item_comes_back_byte_for_byte_after_sigterm_sigint_and_sigusr1() {
         "new CAS not above the restored ones"
     );
     let log = shard.take_log();
-    assert_eq!(log.matches("warm restart from").count(), 3, "{log}");
-    assert!(log.contains("7 items"), "{log}");
+    assert_verified_restores(&log, 3);
+    assert!(log.contains("agree (7 items"), "{log}");
 }
 
 #[test]
@@ -176,7 +191,9 @@ fn ttls_count_through_the_downtime() {
         "expired while down, yet served"
     );
     assert!(value_of(&mut c, "ten").is_some(), "10 s TTL gone after 4 s");
-    assert!(shard.take_log().contains("1 expired while down"));
+    let log = shard.take_log();
+    assert!(log.contains("1 expired while down"), "{log}");
+    assert_verified_restores(&log, 1);
     // Had the clock restarted at the start, "ten" would live until 14 s.
     let deadline = set_at + Duration::from_millis(11_500);
     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
@@ -199,6 +216,7 @@ fn a_delayed_flush_pending_at_the_stop_still_happens() {
     assert_eq!(value_of(&mut c, "old"), None, "the pending flush was lost");
     put(&mut c, "new", b"v", 0, 0);
     assert!(value_of(&mut c, "new").is_some());
+    assert_verified_restores(&shard.take_log(), 1);
 }
 
 #[test]
@@ -237,6 +255,7 @@ fn evictions_and_compaction_before_the_stop_leave_no_wrong_value() {
         }
     }
     assert_eq!(found, items);
+    assert_verified_restores(&shard.take_log(), 1);
 }
 
 /// Writes `keys` items, stops cleanly, spoils something, starts: the server
@@ -270,6 +289,7 @@ fn cold_start_case(name: &str, reason: &str, spoil: impl Fn(&Shard)) {
         log.contains("starting cold") && log.contains(reason),
         "{name}: {log}"
     );
+    assert_verified_restores(&log, 0);
     shard.stop(server, "TERM");
     let server = shard.start();
     let mut c = server.connect();
@@ -278,7 +298,7 @@ fn cold_start_case(name: &str, reason: &str, spoil: impl Fn(&Shard)) {
         b"v",
         "{name}: next start"
     );
-    assert!(shard.take_log().contains("warm restart from"));
+    assert_verified_restores(&shard.take_log(), 1);
 }
 
 #[test]
@@ -342,7 +362,7 @@ fn sigkill_mid_traffic_starts_cold() {
     c.send_all(&batch[..10_000]);
     server.signal("KILL");
     drop(server);
-    shard.take_log();
+    assert_verified_restores(&shard.take_log(), 1);
     let server = shard.start();
     let mut c = server.connect();
     assert_eq!(value_of(&mut c, "a"), None);
@@ -352,6 +372,7 @@ fn sigkill_mid_traffic_starts_cold() {
     shard.stop(server, "TERM");
     let server = shard.start();
     assert!(value_of(&mut server.connect(), "b").is_some());
+    assert_verified_restores(&shard.take_log(), 1);
 }
 
 #[test]
@@ -396,7 +417,7 @@ fn twenty_stop_start_cycles_keep_every_item_with_no_growth() {
     );
     assert!(fds.iter().all(|&f| f <= fds[0]), "fds grew: {fds:?}");
     assert!(rss[19] < rss[2] + (16 << 20), "RSS grew: {rss:?}");
-    assert_eq!(shard.take_log().matches("warm restart from").count(), 19);
+    assert_verified_restores(&shard.take_log(), 19);
 }
 
 #[test]

@@ -410,31 +410,50 @@ fn open_store(config: &Config) -> io::Result<Store> {
     let Some(path) = &config.memory_file else {
         return Store::new(store_config, Clock::start());
     };
-    let (store, start) = Store::with_memory_file(store_config, path)
-        .map_err(|e| io::Error::new(e.kind(), format!("memory file {}: {e}", path.display())))?;
+    let in_file =
+        |e: io::Error| io::Error::new(e.kind(), format!("memory file {}: {e}", path.display()));
+    let (store, start) = Store::with_memory_file(store_config, path).map_err(in_file)?;
+    let (store, start) = if config.verify_restore {
+        store.verify_restore(start).map_err(in_file)?
+    } else {
+        (store, start)
+    };
     if let Some((_, false)) = store.memory_file() {
         warn!(
             "memory file {} is not on tmpfs: item writes go back to disk (writeback cost), and a clean stop waits for them",
             path.display()
         );
     }
+    log_memory_file_start(path, start);
+    Ok(store)
+}
+
+/// The start-up lines of `-e`: what came back (and, with `--verify-restore`,
+/// that it was checked), or why the server starts cold.
+fn log_memory_file_start(path: &std::path::Path, start: Start) {
     match start {
         Start::Restored {
             items,
             bytes,
             expired,
             micros,
-        } => info!(
-            "warm restart from {}: {items} items, {bytes} bytes back in {:.3} s ({expired} expired while down)",
-            path.display(),
-            micros as f64 / 1e6
-        ),
-        Start::Cold { reason } => warn!(
-            "memory file {}: starting cold: {reason}",
-            path.display()
-        ),
+            verified_micros,
+        } => {
+            info!(
+                "warm restart from {}: {items} items, {bytes} bytes back in {:.3} s ({expired} expired while down)",
+                path.display(),
+                micros as f64 / 1e6
+            );
+            if let Some(us) = verified_micros {
+                info!(
+                    "memory file {}: restore verified in {:.3} s: index and segments agree ({items} items, {bytes} bytes)",
+                    path.display(),
+                    us as f64 / 1e6
+                );
+            }
+        }
+        Start::Cold { reason } => warn!("memory file {}: starting cold: {reason}", path.display()),
     }
-    Ok(store)
 }
 
 /// Sets a listening socket's backlog. mio's bind listens with 128 (TCP) or the kernel's

@@ -146,7 +146,7 @@ struct MemoryFile {
     path: PathBuf,
     on_tmpfs: bool,
     /// Kept open for its lock (see `warm::open_file`).
-    _file: std::fs::File,
+    file: std::fs::File,
 }
 
 impl Store {
@@ -203,29 +203,85 @@ impl Store {
                     bytes: store.segments.live_bytes(),
                     expired: r.rebuilt.expired,
                     micros: started.elapsed().as_micros() as u64,
+                    verified_micros: None,
                 };
                 (store, start)
             }
-            Err(reason) => {
-                warm::reinitialise(&file, segment_len * count)?;
-                let arena = Arena::map_file(&file, segment_len * count)?;
-                let segments = Segments::new(arena, segment_len, count);
-                let index = Index::new(segments.align_shift());
-                (
-                    Store::from_parts(config, segments, index, Clock::start()),
-                    Start::Cold { reason },
-                )
-            }
+            Err(reason) => (Store::cold_on_file(config, &file)?, Start::Cold { reason }),
         };
         store.memory_file = Some(MemoryFile {
             path: path.to_path_buf(),
             on_tmpfs,
-            _file: file,
+            file,
         });
         // A delayed flush that fell due while the server was down happens now,
         // before anything is served.
         store.run_due_work(0);
         Ok((store, start))
+    }
+
+    /// An empty store on the memory file `file`, emptied and resized first.
+    fn cold_on_file(config: StoreConfig, file: &std::fs::File) -> io::Result<Store> {
+        let (segment_len, count) = Segments::geometry(config.memory_limit, config.item_size_max);
+        warm::reinitialise(file, segment_len * count)?;
+        let arena = Arena::map_file(file, segment_len * count)?;
+        let segments = Segments::new(arena, segment_len, count);
+        let index = Index::new(segments.align_shift());
+        Ok(Store::from_parts(config, segments, index, Clock::start()))
+    }
+
+    /// `--verify-restore`: runs the full consistency check (`check_consistency`)
+    /// on a store `with_memory_file` just restored, before anything is served.
+    /// Passing, `start` comes back with the check's time in `verified_micros`;
+    /// failing, the memory file is re-initialised and the store starts cold
+    /// with the finding as its reason, like any other doubt about the file. A
+    /// cold `start` is returned as it is.
+    pub fn verify_restore(self, start: Start) -> io::Result<(Store, Start)> {
+        let Start::Restored {
+            items,
+            bytes,
+            expired,
+            micros,
+            ..
+        } = start
+        else {
+            return Ok((self, start));
+        };
+        let started = Instant::now();
+        match self.check_consistency() {
+            Ok(()) => {
+                let verified_micros = Some(started.elapsed().as_micros() as u64);
+                let start = Start::Restored {
+                    items,
+                    bytes,
+                    expired,
+                    micros,
+                    verified_micros,
+                };
+                Ok((self, start))
+            }
+            Err(finding) => self.into_cold(format!(
+                "the {items} restored items failed the consistency check: {finding}"
+            )),
+        }
+    }
+
+    /// Drops everything this store holds and starts it again empty on the same
+    /// memory file (kept open, so its lock is never let go).
+    fn into_cold(mut self, reason: String) -> io::Result<(Store, Start)> {
+        let config = StoreConfig {
+            memory_limit: self.memory_limit,
+            item_size_max: self.item_size_max,
+        };
+        let file = self.memory_file.take();
+        // Unmap the old arena before its file is emptied under it.
+        drop(self);
+        let mut store = match &file {
+            Some(f) => Store::cold_on_file(config, &f.file)?,
+            None => Store::new(config, Clock::start())?,
+        };
+        store.memory_file = file;
+        Ok((store, Start::Cold { reason }))
     }
 
     /// The memory file (`-e`), if there is one, and whether it is on tmpfs.

@@ -28,6 +28,8 @@ pub enum Start {
         /// Items that expired while the server was down.
         expired: u64,
         micros: u64,
+        /// With `--verify-restore`: how long the consistency check took.
+        verified_micros: Option<u64>,
     },
     /// Started empty; the reason says why nothing was restored.
     Cold { reason: String },
