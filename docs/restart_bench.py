@@ -3,6 +3,8 @@
 # on PATH or PINCACHE=path, and memcached 1.6.18 for the comparison):
 #   SIG=TERM|USR1 python3 docs/restart_bench.py pincache PORT N SIZE MB
 #   WAIT=1|0      python3 docs/restart_bench.py memcached PORT N SIZE MB
+# SIZE is bytes per value, or "mixed": 16 B to 20,000 B by key (MIXED below).
+# VERIFY=1 starts pincache with --verify-restore. Logs go to /tmp/rs/.
 """Warm-restart measurement: fill N items of SIZE bytes, clean stop, start again on
 the same memory file; time from exec to the first hit; then count hits over all keys."""
 import os, socket, struct, subprocess, sys, time, signal
@@ -30,7 +32,14 @@ def read_resp(sock, buf):
     return (h, body), buf[24 + blen:]
 
 def key(i): return b"key:%010d" % i
-def value(i, size): return (b"%010d" % i) * (size // 10) + b"x" * (size % 10)
+# "mixed": sizes by key, from a 16-byte counter to a 20 KB page (mean about 1.3 KB).
+MIXED = [16, 64, 100, 200, 500, 1000, 2000, 5000]
+def size_of(i, size):
+    if size != "mixed": return size
+    return 20000 if i % 100 == 99 else MIXED[i % len(MIXED)]
+def value(i, size):
+    size = size_of(i, size)
+    return (b"%010d" % i) * (size // 10) + b"x" * (size % 10)
 
 def fill(port, n, size):
     s = socket.create_connection(("127.0.0.1", port))
@@ -87,17 +96,20 @@ def stop(p, sig):
     return time.monotonic() - t
 
 def main():
-    which, port, n, size, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    which, port, n, size, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    size = size if size == "mixed" else int(size)
     path = "/dev/shm/rs-%s-%d" % (which, port)
     for f in (path, path + ".meta"):
         if os.path.exists(f): os.remove(f)
     if which == "pincache":
         cmd = [os.environ.get("PINCACHE", "pincache"), "-p", str(port), "-l", "127.0.0.1", "-m", mb, "-e", path]
+        if os.environ.get("VERIFY") == "1": cmd.append("--verify-restore")
         sig = getattr(signal, "SIG" + os.environ.get("SIG", "TERM"))
     else:
         cmd = ["memcached", "-p", str(port), "-l", "127.0.0.1", "-U", "0", "-t", "1", "-m", mb, "-e", path]
         if os.geteuid() == 0: cmd += ["-u", "root"]
         sig = signal.SIGUSR1
+    os.makedirs("/tmp/rs", exist_ok=True)
     log = open("/tmp/rs/%s-%d.log" % (which, port), "w")
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     time.sleep(0.3)
@@ -108,8 +120,12 @@ def main():
     p, hit_s = first_hit(cmd, port, log)
     hits, bad = count_hits(port, n, size)
     stop(p, signal.SIGTERM if which == "pincache" else signal.SIGKILL)
-    print("%s%s n=%d size=%d -m %s: fill %.1f s, items before stop %d, stop %.3f s, exec->first hit %s, items back %d (%.2f%%), wrong %d" % (
+    print("%s%s n=%d size=%s -m %s: fill %.1f s, items before stop %d, stop %.3f s, exec->first hit %s, items back %d (%.2f%%), wrong %d" % (
         which, " SIG%s" % os.environ.get("SIG", "TERM") if which == "pincache" else " WAIT=%s" % os.environ.get("WAIT", "1"), n, size, mb, fill_s, before, stop_s, ("%.3f s" % hit_s) if hit_s else "MISS", hits, 100.0 * hits / max(before, 1), bad))
+    log.close()
+    for line in open(log.name):
+        if "warm restart from" in line or "restore verified" in line:
+            print("  " + line.split("] ", 1)[-1].strip())
     for f in (path, path + ".meta"):
         if os.path.exists(f): os.remove(f)
 
