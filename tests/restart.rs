@@ -405,6 +405,25 @@ fn twenty_stop_start_cycles_keep_every_item_with_no_growth() {
         fds.push(server.fd_count());
         rss.push(server.rss());
         sizes.push(fs::metadata(&shard.path).unwrap().len());
+        // The file's pages (tmpfs allocates on write) stay within the segments
+        // the store uses: a restore must not touch free segments or leak them.
+        let allocated =
+            std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&shard.path).unwrap()) * 512;
+        let slabs = c.stats_group("slabs");
+        let stat = |name: &str| -> u64 {
+            slabs
+                .iter()
+                .find(|(k, _)| k == name)
+                .unwrap()
+                .1
+                .parse()
+                .unwrap()
+        };
+        let in_use = (stat("segments_used") + 1) * stat("segment_size");
+        assert!(
+            allocated <= in_use,
+            "cycle {cycle}: the file holds {allocated} bytes, the store uses {in_use}"
+        );
         shard.stop(server, if cycle % 2 == 0 { "TERM" } else { "USR1" });
         assert!(
             fs::metadata(shard.meta()).is_ok(),
