@@ -57,22 +57,23 @@ impl Shard {
     /// with `--verify-restore`: every restore is followed by the server's own
     /// full consistency check, whose result the log says.
     fn start(&self) -> Server {
-        let bin = pincache_bin();
-        let (path, log, mb) = (self.path.clone(), self.log.clone(), self.memory_mb);
-        Server::custom("pincache", move |port| {
-            let mut cmd = Command::new(&bin);
-            cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1"]);
-            cmd.args(["-m", &mb.to_string(), "--verify-restore", "-e"])
-                .arg(&path);
-            cmd.env("RUST_LOG", "info");
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .unwrap();
-            cmd.stderr(Stdio::from(file));
-            cmd
-        })
+        Server::custom("pincache", |port| self.command(port))
+    }
+
+    /// The command `start` runs, listening on `port`.
+    fn command(&self, port: u16) -> Command {
+        let mut cmd = Command::new(pincache_bin());
+        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1"]);
+        cmd.args(["-m", &self.memory_mb.to_string(), "--verify-restore", "-e"])
+            .arg(&self.path);
+        cmd.env("RUST_LOG", "info");
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        cmd.stderr(Stdio::from(file));
+        cmd
     }
 
     /// Stops `server` with `signal` and waits for it to exit cleanly.
@@ -437,6 +438,56 @@ fn twenty_stop_start_cycles_keep_every_item_with_no_growth() {
     assert!(fds.iter().all(|&f| f <= fds[0]), "fds grew: {fds:?}");
     assert!(rss[19] < rss[2] + (16 << 20), "RSS grew: {rss:?}");
     assert_verified_restores(&shard.take_log(), 19);
+}
+
+#[test]
+fn a_stop_signal_during_the_restore_keeps_the_cache() {
+    let mut shard = Shard::new("early-term");
+    shard.memory_mb = 256;
+    let server = shard.start();
+    let mut c = server.connect();
+    // Enough items that the restore takes a while (tens of ms or more).
+    const ITEMS: usize = 300_000;
+    for start in (0..ITEMS).step_by(5000) {
+        let mut batch: Vec<Request> = (start..start + 5000)
+            .map(|i| store(op::SETQ, format!("k{i}"), pattern(100, i), 0, 0))
+            .collect();
+        batch.push(noop());
+        c.send_all(&batch);
+        c.until_noop();
+    }
+    assert_eq!(c.stat_u64("curr_items"), ITEMS as u64);
+    shard.stop(server, "TERM");
+    // A restart begun while the last one is still restoring (a rolling restart
+    // run twice, systemd's stop timeout): the restore removes the record as it
+    // starts, so SIGTERM must be caught from then on, not kill the process.
+    let mut child = shard.command(0).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while shard.meta().exists() {
+        assert!(Instant::now() < deadline, "the restore never began");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "SIGTERM during the restore: {status}");
+    let server = shard.start();
+    let mut c = server.connect();
+    assert_eq!(c.stat_u64("curr_items"), ITEMS as u64, "the cache was lost");
+    for i in (0..ITEMS).step_by(997) {
+        let got = value_of(&mut c, &format!("k{i}")).map(|v| v.0);
+        assert!(got == Some(pattern(100, i)), "k{i} lost or changed");
+    }
+    assert_verified_restores(&shard.take_log(), 2);
 }
 
 #[test]

@@ -93,6 +93,11 @@ pub struct Server {
 impl Server {
     /// Binds the listener and reserves the store; nothing is served until `run`.
     pub fn bind(config: &Config) -> io::Result<Server> {
+        // Before the store is opened: with `-e` the restore removes the restart
+        // record first, and a SIGTERM that killed the process during the restore
+        // (it takes a second or so for a large cache) would lose the cache. Caught,
+        // it lets the restore finish and `run` stop at once, writing the record.
+        install_signal_handlers();
         let poll = Poll::new()?;
         let (mut listener, local_addr) = match &config.unix_socket {
             Some(path) => bind_unix(path, config.unix_mask, config.listen_backlog)?,
@@ -161,7 +166,6 @@ impl Server {
 
     /// Serves until SIGINT or SIGTERM, then sends what is queued and returns.
     pub fn run(&mut self) -> io::Result<()> {
-        install_signal_handlers();
         let mut events = Events::with_capacity(1024);
         let mut last_idle_check = Instant::now();
         while !SHUTDOWN.load(Ordering::Relaxed) {
