@@ -303,9 +303,8 @@ impl Gen {
                     // no T here nor in ma: t beside T differs there (K, M).
                     self.flags_from(&["v", "k", "c", "f", "t", "q", "Oab1"], 5)
                 } else {
-                    // No `l`: pincache keeps no access time and refuses it (docs/protocols.md).
                     let all = [
-                        "v", "k", "c", "f", "s", "t", "h", "q", "O42", "N30", "R30", "R200",
+                        "v", "k", "c", "f", "s", "t", "h", "l", "q", "O42", "N30", "R30", "R200",
                         "T100", "u",
                     ];
                     let mut flags = self.flags_from(&all, 6);

@@ -138,7 +138,7 @@ fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, out: &mut Vec<u8>) {
         let letter = token[0];
         touched |= letter == b'T';
         match letter {
-            b's' | b't' | b'c' | b'f' | b'h' => {
+            b's' | b't' | b'c' | b'f' | b'h' | b'l' => {
                 out.push(b' ');
                 out.push(letter);
             }
@@ -151,6 +151,7 @@ fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, out: &mut Vec<u8>) {
             b'c' => number(out, item.cas),
             b'f' => number(out, u64::from(item.flags)),
             b'h' => out.push(if item.fetched { b'1' } else { b'0' }),
+            b'l' => number(out, u64::from(item.idle)),
             b'O' => {
                 out.push(b' ');
                 out.extend_from_slice(token);
@@ -430,8 +431,8 @@ fn code_line(code: &str, m: &Meta<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `me`: memcached's debug line, with the fields our store knows (no `la`: we
-/// keep no access time; `exp` is the seconds left, -1 for never).
+/// `me`: memcached's debug line, with the fields our store knows (`exp` is the
+/// seconds left, -1 for never).
 fn debug(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
     let peek = MetaRead {
         peek: true,
@@ -444,6 +445,8 @@ fn debug(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(m.key);
     out.extend_from_slice(b" exp=");
     ttl(&item, out);
+    out.extend_from_slice(b" la=");
+    number(out, u64::from(item.idle));
     out.extend_from_slice(b" cas=");
     number(out, item.cas);
     out.extend_from_slice(if item.fetched {

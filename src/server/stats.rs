@@ -378,15 +378,16 @@ fn settings_group(w: &mut StatWriter<'_>, stats: &Stats, settings: &Settings) {
 
 /// memcached reports per slab class; we have one store, reported as class 1.
 /// Only the names whose values we know: memcached-tool's `display` reads
-/// `number`, `age`, `evicted`, `evicted_time` and `outofmemory`; we keep no
-/// per-item age, so `age` and `evicted_time` are 0.
+/// `number`, `age`, `evicted`, `evicted_time` and `outofmemory`. `age` is the
+/// idle time of the least recently accessed item where eviction looks first
+/// (`Store::oldest_item_age`), as memcached's is its LRU tail's.
 fn items_group(w: &mut StatWriter<'_>, s: &Stats, store: &Store) {
     let st = store.stats();
     w.stat("items:1:number", st.curr_items);
-    w.stat("items:1:age", 0);
+    w.stat("items:1:age", store.oldest_item_age());
     w.stat("items:1:mem_requested", st.bytes);
     w.stat("items:1:evicted", st.evictions);
-    w.stat("items:1:evicted_time", 0);
+    w.stat("items:1:evicted_time", st.evicted_time);
     w.stat("items:1:outofmemory", s.store_no_memory);
     w.stat("items:1:reclaimed", st.reclaimed);
     w.stat("items:1:expired_unfetched", st.expired_unfetched);

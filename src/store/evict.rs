@@ -6,7 +6,7 @@
 
 use super::clock::Clock;
 use super::index::Index;
-use super::item::{Header, ACCESSED, DEAD, FETCHED};
+use super::item::{idle, Header, ACCESSED, DEAD, FETCHED};
 use super::segments::{Kept, Segments};
 use super::StoreError;
 
@@ -15,6 +15,8 @@ use super::StoreError;
 pub struct EvictCounts {
     pub evictions: u64,
     pub evicted_unfetched: u64,
+    /// Seconds since the last access of the item evicted last.
+    pub evicted_time: u32,
     pub segments_compacted: u64,
     pub items_kept: u64,
     /// Expired items found (and unlinked) while compacting.
@@ -125,6 +127,7 @@ impl Eviction {
                     keep(segments, index, base, read, &header, &mut kept);
                 } else {
                     self.counts.evictions += 1;
+                    self.counts.evicted_time = idle(header.access, clock.now());
                     if header.bits & FETCHED == 0 {
                         self.counts.evicted_unfetched += 1;
                     }

@@ -3,7 +3,7 @@
 //! miss, recache, invalidation. Two bits of an item's header carry the marks;
 //! every other operation writes a fresh item, which clears them.
 
-use super::item::{write_cas, ACCESSED, FETCHED, STALE, TOKEN_SENT};
+use super::item::{idle, write_access, write_cas, ACCESSED, FETCHED, STALE, TOKEN_SENT};
 use super::{Mode, Store, StoreError};
 
 /// What a meta read asks for besides the item.
@@ -33,6 +33,8 @@ pub struct MetaItem<'a> {
     pub ttl_before: Option<u32>,
     /// Whether it had been fetched before this read.
     pub fetched: bool,
+    /// Seconds since its last access, before this read (`l`, `la=`).
+    pub idle: u32,
     pub stale: bool,
     /// Whether a win had been handed out before this read (`Z`).
     pub token_sent: bool,
@@ -58,7 +60,8 @@ impl Store {
             }
         };
         let left = |expiry: u32, now: u32| (expiry != 0).then(|| expiry.saturating_sub(now));
-        let ttl_before = left(self.segments.header(addr).expiry, self.clock.now());
+        let before = self.segments.header(addr);
+        let ttl_before = left(before.expiry, self.clock.now());
         if let Some(exptime) = read.touch {
             let header = self.segments.header(addr);
             addr = self.set_expiry(hash, key, addr, &header, exptime)?;
@@ -79,10 +82,17 @@ impl Store {
         if won {
             bits |= TOKEN_SENT;
         }
-        if read.bump && !read.peek {
+        let bump = read.bump && !read.peek;
+        if bump {
             bits |= ACCESSED | FETCHED;
         }
-        self.segments.bytes_mut()[addr] = bits;
+        let now = self.clock.now();
+        let bytes = self.segments.bytes_mut();
+        bytes[addr] = bits;
+        // As `Store::get`: a first fetch leaves the access time alone.
+        if bump && header.bits & FETCHED != 0 {
+            write_access(bytes, addr + header.access_at(), now);
+        }
         let item = self.item_at(addr, &header);
         Some(MetaItem {
             flags: item.flags,
@@ -91,6 +101,7 @@ impl Store {
             ttl: left(header.expiry, self.clock.now()),
             ttl_before,
             fetched: header.bits & FETCHED != 0,
+            idle: idle(before.access, now),
             stale,
             token_sent,
             won,

@@ -98,6 +98,8 @@ pub struct StoreStats {
     pub reclaimed: u64,
     pub expired_unfetched: u64,
     pub evicted_unfetched: u64,
+    /// Seconds the last evicted item had gone unaccessed (memcached's `evicted_time`).
+    pub evicted_time: u32,
     pub get_expired: u64,
     pub get_flushed: u64,
     pub segment_bytes: u64,
@@ -344,8 +346,22 @@ impl Store {
     pub fn get(&mut self, key: &[u8]) -> Option<Item<'_>> {
         let hash = self.index.hash(key);
         let (addr, header) = self.lookup(hash, key)?;
-        self.segments.bytes_mut()[addr] |= ACCESSED | FETCHED;
+        self.bump(addr, &header);
         Some(self.item_at(addr, &header))
+    }
+
+    /// Marks the item at `addr` read: fetched, a second chance for eviction,
+    /// and, from its second fetch on, accessed now. memcached's segmented LRU
+    /// (`do_item_bump`) leaves the access time of a first fetch alone too: an
+    /// item set and read once reports the time it was set.
+    #[inline(always)]
+    fn bump(&mut self, addr: usize, header: &Header) {
+        let now = self.clock.now();
+        let bytes = self.segments.bytes_mut();
+        if header.bits & FETCHED != 0 {
+            item::write_access(bytes, addr + header.access_at(), now);
+        }
+        bytes[addr] |= ACCESSED | FETCHED;
     }
 
     /// Sets a live item's expiration (protocol `exptime`) and returns it.
@@ -354,8 +370,8 @@ impl Store {
         let hash = self.index.hash(key);
         let (addr, header) = self.lookup(hash, key)?;
         let addr = self.set_expiry(hash, key, addr, &header, exptime)?;
-        self.segments.bytes_mut()[addr] |= ACCESSED | FETCHED;
         let header = self.segments.header(addr);
+        self.bump(addr, &header);
         Some(self.item_at(addr, &header))
     }
 
@@ -386,8 +402,10 @@ impl Store {
                     self.write_item(hash, key, &scratch, header.flags, expiry, header.cas);
                 self.scratch = scratch;
                 let addr = written.ok()?;
-                // The rewritten item keeps the meta marks of the old one.
-                self.segments.bytes_mut()[addr] |= header.bits & (STALE | TOKEN_SENT | FETCHED);
+                // The rewritten item keeps the meta marks and access time of the old one.
+                let bytes = self.segments.bytes_mut();
+                bytes[addr] |= header.bits & (STALE | TOKEN_SENT | FETCHED);
+                item::write_access(bytes, addr + header.access_at(), header.access);
                 addr
             }
         };
@@ -505,6 +523,7 @@ impl Store {
         let digits = number::format_counter(next, &mut text);
         let new_cas = self.take_cas();
         if digits.len() <= header.value_len {
+            let now = self.clock.now();
             // In place, padded with spaces to the old length, as memcached does.
             let value_at = addr + header.value_at();
             let bytes = self.segments.bytes_mut();
@@ -512,6 +531,8 @@ impl Store {
             value[..digits.len()].copy_from_slice(digits);
             value[digits.len()..].fill(b' ');
             item::write_cas(bytes, addr + header.cas_at, new_cas);
+            // memcached's in-place incr updates the access time but is no fetch.
+            item::write_access(bytes, addr + header.access_at(), now);
             bytes[addr] |= ACCESSED;
         } else {
             self.write_item(hash, key, digits, header.flags, header.expiry, new_cas)?;
@@ -583,6 +604,7 @@ impl Store {
             reclaimed: expire.reclaimed + evict.reclaimed,
             expired_unfetched: expire.expired_unfetched + evict.expired_unfetched,
             evicted_unfetched: evict.evicted_unfetched,
+            evicted_time: evict.evicted_time,
             get_expired: self.counts.get_expired,
             get_flushed: self.counts.get_flushed,
             segment_bytes: segments.segment_len() as u64,
@@ -598,6 +620,27 @@ impl Store {
             items_kept: evict.items_kept,
             segments_expired: expire.segments_expired,
         }
+    }
+
+    /// Seconds since the last access of the least recently accessed item where
+    /// eviction looks first (the oldest sealed segment, or the open ones while
+    /// none is sealed): our `stats items` `age`, as memcached reports its LRU
+    /// tail's. Walks at most a few segments, not the whole store.
+    pub fn oldest_item_age(&self) -> u32 {
+        let now = self.clock.now();
+        let mut oldest = 0;
+        for id in self.segments.eviction_front() {
+            let base = self.segments.base(id);
+            let mut at = 0;
+            while at < self.segments.get(id).write_at {
+                let header = self.segments.header(base + at);
+                if header.bits & DEAD == 0 && !self.clock.is_expired(header.expiry) {
+                    oldest = oldest.max(item::idle(header.access, now));
+                }
+                at = self.segments.next_at(at, &header);
+            }
+        }
+        oldest
     }
 
     /// Zeroes the counters that `stats reset` clears.
@@ -731,7 +774,13 @@ impl Store {
             .reserve_index(&mut self.segments, &mut self.index, &self.clock)?;
         let addr = self.alloc(len, ttl_bucket(expiry, self.clock.now()))?;
         let bytes = &mut self.segments.bytes_mut()[addr..addr + len];
-        let value_at = item::encode(bytes, key, value.len(), flags, expiry, cas);
+        let fields = item::Fields {
+            flags,
+            expiry,
+            cas,
+            access: self.clock.now(),
+        };
+        let value_at = item::encode(bytes, key, value.len(), fields);
         bytes[value_at..].copy_from_slice(value);
         self.segments.note_written(addr, len, expiry);
         if let Some(old) = self.index.insert(hash, key, addr, self.segments.bytes()) {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 /// Format version: bump it whenever this record or the item layout in
 /// segment memory (item.rs) changes meaning (see docs/restart.md).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"PINCMETA";
 /// Bytes before the segment table.
 const FIXED_LEN: usize = 8 + 4 + 4 + 8 * 3 + 4 + 8 + 4 + 8 + 8;

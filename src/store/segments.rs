@@ -297,6 +297,20 @@ impl Segments {
         self.tails[bucket].take()
     }
 
+    /// The segments eviction would take from first, without taking them: the
+    /// oldest sealed one, or when none is sealed, every open tail.
+    pub fn eviction_front(&self) -> impl Iterator<Item = u32> + '_ {
+        let sealed = self.fifo.iter().find(|&&(id, epoch)| {
+            let segment = &self.meta[id as usize];
+            segment.epoch == epoch && segment.state == State::Sealed
+        });
+        let tails = self.tails.iter().flatten().copied();
+        sealed
+            .map(|&(id, _)| id)
+            .into_iter()
+            .chain(tails.filter(move |_| sealed.is_none()))
+    }
+
     /// Records what compaction kept in `id` and hands the emptied rest of the
     /// segment back to the kernel.
     pub fn set_compacted(&mut self, id: u32, kept: Kept) {

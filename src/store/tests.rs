@@ -785,3 +785,54 @@ fn verify_restore_passes_a_good_restore_and_sends_a_bad_one_cold() {
     drop(s);
     cleanup(&path);
 }
+
+/// The access time behind meta `l`, `stats items` `age` and `evicted_time`, driven
+/// by hand: a first fetch leaves it, later fetches, an incr and a new write restart
+/// it, a rewrite for a new expiry keeps it.
+#[test]
+fn access_time_counts_as_memcached_does() {
+    let mut s = store(8);
+    let idle = |s: &mut Store, key: &[u8]| {
+        let read = MetaRead {
+            peek: true,
+            ..MetaRead::default()
+        };
+        s.meta_get(key, read).map(|item| item.idle)
+    };
+    s.store(Mode::Set, b"k", b"1", 0, 0, 0).unwrap();
+    s.store(Mode::Set, b"n", b"1", 0, 0, 0).unwrap();
+    s.advance_clock(5);
+    assert_eq!(s.oldest_item_age(), 5);
+    s.get(b"k").unwrap();
+    assert_eq!(idle(&mut s, b"k"), Some(5), "a first fetch");
+    s.touch(b"k", 100).unwrap();
+    assert_eq!(
+        idle(&mut s, b"k"),
+        Some(0),
+        "a second fetch (the rewrite kept it)"
+    );
+    s.delta(b"n", true, 1, 0, u32::MAX, 0).unwrap();
+    assert_eq!(idle(&mut s, b"n"), Some(0), "an incr");
+    s.advance_clock(7);
+    assert_eq!(idle(&mut s, b"k"), Some(7));
+    assert_eq!(s.oldest_item_age(), 7);
+    // The first items evicted were written 4 s before the first eviction.
+    let mut i = 0u32;
+    while s.stats().evictions == 0 {
+        s.store(
+            Mode::Set,
+            format!("key:{i}").as_bytes(),
+            &[0u8; 200],
+            0,
+            0,
+            0,
+        )
+        .unwrap();
+        if i == 10_000 {
+            s.advance_clock(4);
+        }
+        i += 1;
+    }
+    assert_eq!(s.stats().evicted_time, 4);
+    s.check_consistency().unwrap();
+}

@@ -142,7 +142,7 @@ fn after_tokens(line: &[u8], n: usize) -> &[u8] {
 }
 
 /// memcached's `_meta_flag_preparse`: every flag known, none twice, numbers
-/// valid. `l` (seconds since last access) is refused: we keep no access time.
+/// valid.
 fn check_flags(rest: &[u8]) -> Result<Flags, &'static str> {
     // One bit per flag letter seen.
     let mut seen = 0u128;
@@ -164,7 +164,7 @@ fn check_flags(rest: &[u8]) -> Result<Flags, &'static str> {
             b'O' if token.len() > MAX_OPAQUE_BYTES => {
                 bad = Some("CLIENT_ERROR opaque token too long")
             }
-            b'O' | b'k' | b's' | b't' | b'c' | b'f' | b'h' => {}
+            b'O' | b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
             b'v' => f.value = true,
             b'u' => f.no_bump = true,
             b'q' => f.quiet = true,
@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(err(b"mg k k k"), "CLIENT_ERROR duplicate flag");
         assert_eq!(err(b"mg k E5"), "CLIENT_ERROR invalid flag");
         assert_eq!(err(b"mg k T"), BAD_TOKEN);
-        assert_eq!(err(b"mg k l"), "CLIENT_ERROR invalid flag");
+        assert!(meta(MetaCmd::Get, b"mg k l h").is_ok());
     }
 
     #[test]
