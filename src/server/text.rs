@@ -181,7 +181,8 @@ fn retrieve(
 ) {
     // memcached drops the values already found for a get with a key too long;
     // checking first means none is looked up (or sent directly) at all.
-    if keys(rest).any(|key| key.len() > MAX_KEY_LEN) {
+    // (A line no longer than one key cannot hold a key too long.)
+    if rest.len() > MAX_KEY_LEN && keys(rest).any(|key| key.len() > MAX_KEY_LEN) {
         line(out, BAD_FORMAT);
         return;
     }
@@ -192,7 +193,7 @@ fn retrieve(
             out.extend_from_slice(b"\r\n");
         }
     }
-    line(out, "END");
+    out.extend_from_slice(b"END\r\n");
 }
 
 /// A storage line: swallow an over-size data block, wait for the rest of the

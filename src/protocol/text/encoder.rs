@@ -10,7 +10,7 @@ pub fn number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(digits(n, &mut buf));
 }
 
-pub use crate::decimal::digits;
+pub use crate::decimal::{digits, digits_before};
 
 /// Appends `text` and the line end.
 #[inline]
@@ -20,20 +20,27 @@ pub fn line(out: &mut Vec<u8>, text: &str) {
 }
 
 /// `VALUE <key> <flags> <bytes>[ <cas>]\r\n`; the caller appends the value and
-/// its `\r\n`.
+/// its `\r\n`. The numbers are assembled backwards in a stack buffer, so the
+/// whole header is three copies.
 #[inline]
 pub fn value_header(out: &mut Vec<u8>, key: &[u8], item: &Found<'_>, with_cas: bool) {
+    // " flags bytes cas\r\n": at most 11 + 21 + 21 + 2 bytes.
+    let mut tail = [0u8; 56];
+    let mut at = tail.len() - 2;
+    tail[at..].copy_from_slice(b"\r\n");
+    let field = |n: u64, tail: &mut [u8; 56], at: &mut usize| {
+        *at = digits_before(n, tail, *at) - 1;
+        tail[*at] = b' ';
+    };
+    if with_cas {
+        field(item.cas, &mut tail, &mut at);
+    }
+    field(item.value.len() as u64, &mut tail, &mut at);
+    field(u64::from(item.flags), &mut tail, &mut at);
+    out.reserve(6 + key.len() + tail.len() - at);
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
-    out.push(b' ');
-    number(out, u64::from(item.flags));
-    out.push(b' ');
-    number(out, item.value.len() as u64);
-    if with_cas {
-        out.push(b' ');
-        number(out, item.cas);
-    }
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&tail[at..]);
 }
 
 /// `STAT <name> <value>\r\n`.
@@ -48,8 +55,9 @@ pub fn stat(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 /// The answer memcached gives to a classic command's outcome (retrievals are
 /// answered by `value_header`).
 pub fn outcome(out: &mut Vec<u8>, command: &Command<'_>, outcome: &Outcome<'_>) {
-    let text = match (command, outcome) {
-        (Command::Touch { .. }, Outcome::Hit(_)) => "TOUCHED",
+    // Each word with its line end: one copy per answer.
+    let text: &str = match (command, outcome) {
+        (Command::Touch { .. }, Outcome::Hit(_)) => "TOUCHED\r\n",
         // Text has one word for "add found an item" and "replace found none";
         // only `cas` says EXISTS / NOT_FOUND.
         (
@@ -59,27 +67,29 @@ pub fn outcome(out: &mut Vec<u8>, command: &Command<'_>, outcome: &Outcome<'_>) 
                 ..
             },
             Outcome::Exists | Outcome::NotFound,
-        ) => "NOT_STORED",
-        (Command::Delete { .. }, Outcome::Done { .. }) => "DELETED",
-        (Command::Store { .. }, Outcome::Done { .. }) => "STORED",
-        (Command::Noop, _) => "MN",
-        (_, Outcome::Done { .. }) => "OK",
+        ) => "NOT_STORED\r\n",
+        (Command::Delete { .. }, Outcome::Done { .. }) => "DELETED\r\n",
+        (Command::Store { .. }, Outcome::Done { .. }) => "STORED\r\n",
+        (Command::Noop, _) => "MN\r\n",
+        (_, Outcome::Done { .. }) => "OK\r\n",
         (_, Outcome::Number { value, .. }) => {
             number(out, *value);
-            ""
+            "\r\n"
         }
-        (_, Outcome::Hit(_)) => "OK",
-        (_, Outcome::NotFound) => "NOT_FOUND",
-        (_, Outcome::Exists) => "EXISTS",
-        (_, Outcome::NotStored) => "NOT_STORED",
-        (_, Outcome::TooLarge) => "SERVER_ERROR object too large for cache",
-        (_, Outcome::NonNumeric) => "CLIENT_ERROR cannot increment or decrement non-numeric value",
+        (_, Outcome::Hit(_)) => "OK\r\n",
+        (_, Outcome::NotFound) => "NOT_FOUND\r\n",
+        (_, Outcome::Exists) => "EXISTS\r\n",
+        (_, Outcome::NotStored) => "NOT_STORED\r\n",
+        (_, Outcome::TooLarge) => "SERVER_ERROR object too large for cache\r\n",
+        (_, Outcome::NonNumeric) => {
+            "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        }
         (Command::Store { .. }, Outcome::OutOfMemory) => {
-            "SERVER_ERROR out of memory storing object"
+            "SERVER_ERROR out of memory storing object\r\n"
         }
-        (_, Outcome::OutOfMemory) => "SERVER_ERROR out of memory",
+        (_, Outcome::OutOfMemory) => "SERVER_ERROR out of memory\r\n",
     };
-    line(out, text);
+    out.extend_from_slice(text.as_bytes());
 }
 
 #[cfg(test)]

@@ -90,8 +90,9 @@ const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete
 pub const DETAIL_USAGE: &str = "CLIENT_ERROR usage: stats detail on|off|dump";
 
 /// The line at the front of `input` and the bytes it takes (`\n` included).
+#[inline]
 pub fn split_line(input: &[u8]) -> Result<(&[u8], usize), Incomplete> {
-    match input.iter().position(|&b| b == b'\n') {
+    match find_newline(input) {
         Some(end) => {
             let line = &input[..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -100,6 +101,32 @@ pub fn split_line(input: &[u8]) -> Result<(&[u8], usize), Incomplete> {
         None if input.len() > LINE_MAX_BYTES && !is_get_line(input) => Err(Incomplete::TooLong),
         None => Err(Incomplete::Line),
     }
+}
+
+/// The index of the first `\n` in `bytes`, eight bytes at a time (a request
+/// line is scanned once per request; byte by byte that was most of its cost).
+#[inline]
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = ONES * b'\n' as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        // A zero byte of `x` is a `\n`; the lowest flagged byte is always a true
+        // zero (a borrow can only flag bytes above one).
+        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(at + (zeros.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter().position(|&b| b == b'\n').map(|n| at + n)
 }
 
 /// memcached lets a line without an end grow only for a multi-key `get`/`gets`
@@ -132,30 +159,41 @@ impl<'a> Tokens<'a> {
 
 /// Splits `line` on spaces (repeated spaces are one separator), keeping the
 /// first tokens and counting the rest up to [`MAX_TOKENS`].
+#[inline]
 pub fn tokenize(line: &[u8]) -> Tokens<'_> {
     let mut tokens = Tokens {
         kept: [&[]; KEPT_TOKENS],
         count: 0,
         last: &[],
     };
-    let mut at = 0;
-    while at < line.len() && tokens.count < MAX_TOKENS {
-        if line[at] == b' ' {
-            at += 1;
-            continue;
+    let mut rest = line;
+    while tokens.count < MAX_TOKENS {
+        let (token, after) = first_token(rest);
+        if token.is_empty() {
+            break;
         }
-        let end = line[at..]
-            .iter()
-            .position(|&b| b == b' ')
-            .map_or(line.len(), |n| at + n);
         if tokens.count < KEPT_TOKENS {
-            tokens.kept[tokens.count] = &line[at..end];
+            tokens.kept[tokens.count] = token;
         }
-        tokens.last = &line[at..end];
+        tokens.last = token;
         tokens.count += 1;
-        at = end;
+        rest = after;
     }
     tokens
+}
+
+/// The first token of `text` (empty if there is none) and what follows it.
+#[inline]
+fn first_token(text: &[u8]) -> (&[u8], &[u8]) {
+    let mut start = 0;
+    while start < text.len() && text[start] == b' ' {
+        start += 1;
+    }
+    let mut end = start;
+    while end < text.len() && text[end] != b' ' {
+        end += 1;
+    }
+    (&text[start..end], &text[end..])
 }
 
 /// The keys of a retrieval line, in order.
@@ -165,6 +203,14 @@ pub fn keys(rest: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Parses one command line (without its line end).
 pub fn parse_line(line: &[u8]) -> Line<'_> {
+    // Retrievals need only their command word: the keys are the rest of the
+    // line, so the line is not tokenized for them (the most common request).
+    let (command, after) = first_token(line);
+    if let b"get" | b"gets" | b"gat" | b"gats" = command {
+        if !first_token(after).0.is_empty() {
+            return retrieve(command, after);
+        }
+    }
     let tokens = tokenize(line);
     let (t, n) = (tokens.first(), tokens.count);
     let reply = |text| Line::Reply {
@@ -177,7 +223,6 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     }
     let noreply = tokens.last == b"noreply";
     match t[0] {
-        b"get" | b"gets" | b"gat" | b"gats" if n >= 2 => retrieve(line, t),
         b"set" | b"add" | b"replace" | b"append" | b"prepend" if n == 5 || n == 6 => {
             storage(t, noreply)
         }
@@ -239,35 +284,29 @@ fn bad_format(noreply: bool) -> Line<'static> {
     }
 }
 
-fn retrieve<'a>(line: &'a [u8], t: &[&'a [u8]]) -> Line<'a> {
-    let cas = t[0].ends_with(b"s");
-    let touch = t[0].starts_with(b"gat");
-    let skip = if touch { 2 } else { 1 };
-    let touch = if touch {
-        match strtol(t[1]) {
-            Some(exptime) => Some(exptime_of(exptime)),
-            None => {
-                return Line::Reply {
-                    text: BAD_EXPTIME,
-                    noreply: false,
-                }
-            }
-        }
-    } else {
-        None
-    };
-    // The keys are the rest of the line after the command (and exptime) tokens.
-    let mut rest = line;
-    for _ in 0..skip {
-        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
-        rest = &rest[start..];
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        rest = &rest[end..];
+/// `command` is `get`/`gets`/`gat`/`gats`; `after` is the rest of the line,
+/// with at least one token.
+fn retrieve<'a>(command: &[u8], after: &'a [u8]) -> Line<'a> {
+    let cas = command.ends_with(b"s");
+    if !command.starts_with(b"gat") {
+        return Line::Retrieve {
+            keys: after,
+            cas,
+            touch: None,
+        };
     }
-    Line::Retrieve {
-        keys: rest,
-        cas,
-        touch,
+    // The keys follow the exptime.
+    let (exptime, keys) = first_token(after);
+    match strtol(exptime) {
+        Some(exptime) => Line::Retrieve {
+            keys,
+            cas,
+            touch: Some(exptime_of(exptime)),
+        },
+        None => Line::Reply {
+            text: BAD_EXPTIME,
+            noreply: false,
+        },
     }
 }
 
@@ -490,6 +529,54 @@ mod tests {
         assert_eq!(split_line(b"get a\r\nrest"), Ok((&b"get a"[..], 7)));
         assert_eq!(split_line(b"get a\nrest"), Ok((&b"get a"[..], 6)));
         assert_eq!(split_line(b"get a"), Err(Incomplete::Line));
+    }
+
+    #[test]
+    fn newline_found_at_every_offset_among_lookalike_bytes() {
+        // 0x8a and 0x0b differ from `\n` in one bit; 0x09 borrows into it.
+        for fill in [b'x', 0x8a, 0x0b, 0x09, 0x00, 0xff] {
+            for len in 0..40 {
+                let mut buf = vec![fill; len];
+                assert_eq!(find_newline(&buf), None, "{fill} {len}");
+                for at in 0..len {
+                    buf[at] = b'\n';
+                    assert_eq!(find_newline(&buf), Some(at), "{fill} {len} {at}");
+                    buf[len - 1] = b'\n';
+                    assert_eq!(find_newline(&buf), Some(at), "{fill} {len} {at}");
+                    buf[at] = fill;
+                    buf[len - 1] = fill;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn retrievals_without_keys_are_errors_and_gat_reads_its_exptime() {
+        for line in [&b"get"[..], b"gets   ", b" gat", b"gats"] {
+            assert!(
+                matches!(parse_line(line), Line::Reply { text: ERROR, .. }),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            parse_line(b"  get  a b "),
+            Line::Retrieve {
+                keys: b"  a b ",
+                cas: false,
+                touch: None
+            }
+        );
+        assert!(matches!(
+            parse_line(b"gat x a"),
+            Line::Reply {
+                text: BAD_EXPTIME,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_line(b"getx a"),
+            Line::Reply { text: ERROR, .. }
+        ));
     }
 
     #[test]
