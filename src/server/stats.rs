@@ -422,6 +422,8 @@ fn slabs_group(w: &mut StatWriter<'_>, s: &Stats, store: &Store) {
     w.stat("segments_released", st.segments_released);
     w.stat("segments_expired", st.segments_expired);
     w.stat("items_kept_by_compaction", st.items_kept);
+    w.stat("compaction_bytes_moved", st.bytes_moved);
+    w.stat("segments_passed_over", st.segments_passed_over);
     w.stat("live_bytes", st.bytes);
     w.stat("dead_bytes", st.dead_bytes);
     w.stat("index_bytes", st.index_bytes);

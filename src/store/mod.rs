@@ -14,7 +14,8 @@
 //! * When memory is full the oldest sealed segment is the victim: items read since
 //!   they were written (second chance), or all live items while the cache is mostly
 //!   dead space, are kept by compacting them to the segment's front; the rest are
-//!   evicted. The segment then takes new writes after the kept items.
+//!   evicted. The segment then takes new writes after the kept items. A victim
+//!   that would free less than a quarter of itself is kept whole (nothing moved).
 //! * The index's own memory counts against the limit.
 
 mod arena;
@@ -116,6 +117,10 @@ pub struct StoreStats {
     /// index); other free segments stay resident and are reused first.
     pub segments_released: u64,
     pub items_kept: u64,
+    /// Bytes compaction moved (kept items copied to a victim's front).
+    pub bytes_moved: u64,
+    /// Victims kept whole because compacting them would have freed too little.
+    pub segments_passed_over: u64,
     pub segments_expired: u64,
 }
 
@@ -618,6 +623,8 @@ impl Store {
             segments_compacted: evict.segments_compacted,
             segments_released: segments.released(),
             items_kept: evict.items_kept,
+            bytes_moved: evict.bytes_moved,
+            segments_passed_over: evict.segments_passed_over,
             segments_expired: expire.segments_expired,
         }
     }

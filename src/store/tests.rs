@@ -294,6 +294,95 @@ fn overwrites_reclaim_dead_space_without_evicting() {
 }
 
 #[test]
+fn items_read_since_written_survive_eviction_and_unread_ones_go() {
+    let mut s = store(8);
+    let v = vec![7u8; 1000];
+    for i in 0..6000u32 {
+        s.store(Mode::Set, format!("old:{i}").as_bytes(), &v, 0, 0, 0)
+            .unwrap();
+    }
+    for i in (0..6000u32).step_by(4) {
+        assert!(s.get(format!("old:{i}").as_bytes()).is_some());
+    }
+    for i in 0..3000u32 {
+        s.store(Mode::Set, format!("new:{i}").as_bytes(), &v, 0, 0, 0)
+            .unwrap();
+    }
+    let stats = s.stats();
+    assert!(stats.evictions > 1000, "{stats:?}");
+    for i in (0..6000u32).step_by(4) {
+        assert!(s.get(format!("old:{i}").as_bytes()).is_some(), "old:{i}");
+    }
+    assert!(s.get(b"old:1").is_none(), "the oldest unread item was kept");
+    s.check_consistency().unwrap();
+}
+
+/// Segments of 100 KB items that were all read, each behind a dead 40 KB item: a
+/// victim would keep 96% of itself. Compacting it moves ~1 MB to free 40 KB (and
+/// a pass over all of them moved the whole cache for one SET); it is kept whole.
+#[test]
+fn a_victim_of_read_large_items_is_kept_whole_not_moved() {
+    let mut s = store(8);
+    let (pad, big) = (vec![1u8; 40_000], vec![2u8; 100_000]);
+    let mut bigs = Vec::new();
+    for seg in 0..7u32 {
+        s.store(Mode::Set, format!("pad:{seg}").as_bytes(), &pad, 0, 0, 0)
+            .unwrap();
+        for i in 0..10u32 {
+            let key = format!("big:{seg}:{i}");
+            s.store(Mode::Set, key.as_bytes(), &big, 0, 0, 0).unwrap();
+            bigs.push(key);
+        }
+    }
+    assert_eq!(s.stats().evictions, 0, "the fill itself evicted");
+    for seg in 0..7u32 {
+        s.delete(format!("pad:{seg}").as_bytes(), 0).unwrap();
+    }
+    for key in &bigs {
+        assert!(s.get(key.as_bytes()).is_some());
+    }
+    let before = s.stats();
+    s.store(Mode::Set, b"new", &big, 0, 0, 0).unwrap();
+    let after = s.stats();
+    assert_eq!(after.bytes_moved, before.bytes_moved, "{after:?}");
+    assert!(after.segments_passed_over > before.segments_passed_over);
+    assert_eq!(value(&mut s, b"new"), Some(big));
+    s.check_consistency().unwrap();
+}
+
+/// Whatever the mix of sizes and reads, one write makes compaction move at most
+/// 3/4 of a segment.
+#[test]
+fn one_write_moves_at_most_three_quarters_of_a_segment() {
+    let mut s = store(4);
+    let bound = s.stats().segment_bytes * 3 / 4;
+    let mut rng = Rng(77);
+    let mut moved_max = 0;
+    for step in 0..40_000u32 {
+        let key = format!("k{}", rng.below(300));
+        if rng.below(10) < 8 {
+            s.get(key.as_bytes());
+            continue;
+        }
+        let size = match rng.below(10) {
+            0 => 100_000 + rng.below(200_000),
+            1..=3 => rng.below(20_000),
+            _ => rng.below(500),
+        } as usize;
+        let before = s.stats().bytes_moved;
+        s.store(Mode::Set, key.as_bytes(), &vec![3u8; size], 0, 0, 0)
+            .unwrap();
+        let moved = s.stats().bytes_moved - before;
+        assert!(moved <= bound, "step {step}: moved {moved} > {bound}");
+        moved_max = moved_max.max(moved);
+    }
+    let stats = s.stats();
+    // Both branches ran: victims compacted (moving something) and kept whole.
+    assert!(moved_max > 0 && stats.segments_passed_over > 0, "{stats:?}");
+    s.check_consistency().unwrap();
+}
+
+#[test]
 fn items_of_every_size_up_to_the_limit() {
     let mut s = store(8);
     for size in [0usize, 1, 127, 128, 16_383, 16_384, 500_000, (1 << 20) - 70] {
