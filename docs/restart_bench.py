@@ -4,7 +4,8 @@
 #   SIG=TERM|USR1 python3 docs/restart_bench.py pincache PORT N SIZE MB
 #   WAIT=1|0      python3 docs/restart_bench.py memcached PORT N SIZE MB
 # SIZE is bytes per value, or "mixed": 16 B to 20,000 B by key (MIXED below).
-# VERIFY=1 starts pincache with --verify-restore. Logs go to /tmp/rs/.
+# VERIFY=1 starts pincache with --verify-restore; DIR=path puts the memory file
+# there instead of /dev/shm (e.g. a tmpfs mounted huge=within_size). Logs: /tmp/rs/.
 """Warm-restart measurement: fill N items of SIZE bytes, clean stop, start again on
 the same memory file; time from exec to the first hit; then count hits over all keys."""
 import os, socket, struct, subprocess, sys, time, signal
@@ -98,7 +99,7 @@ def stop(p, sig):
 def main():
     which, port, n, size, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
     size = size if size == "mixed" else int(size)
-    path = "/dev/shm/rs-%s-%d" % (which, port)
+    path = "%s/rs-%s-%d" % (os.environ.get("DIR", "/dev/shm"), which, port)
     for f in (path, path + ".meta"):
         if os.path.exists(f): os.remove(f)
     if which == "pincache":
