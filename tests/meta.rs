@@ -411,3 +411,83 @@ text_spec!(ms_invalidate_with_an_old_cas_stays_stale, |server| {
     c.call("ms w 3 C1 I\r\nnew\r\n", "HD\r\n");
     c.call("mg w v\r\n", "VA 3 Z X\r\nnew\r\n");
 });
+
+text_spec!(ms_append_and_prepend_take_c0_as_no_cas, |server| {
+    let mut c = server.text();
+    ms(&mut c, "k", "x");
+    c.call("ms k 1 MA C0\r\ny\r\n", "HD\r\n");
+    c.call("ms k 1 MP C0\r\nz\r\n", "HD\r\n");
+    c.call("mg k v\r\n", "VA 3\r\nzxy\r\n");
+    c.call("ms k 1 MA C999\r\ny\r\n", "EX\r\n");
+    // The other modes compare with 0 (no item has it); add ignores a CAS.
+    c.call("ms k 1 MS C0\r\ny\r\nms k 1 MR C0\r\ny\r\n", "EX\r\nEX\r\n");
+    c.call(
+        "ms k 1 ME C0\r\ny\r\nms zz 1 MA C0\r\ny\r\n",
+        "NS\r\nNS\r\n",
+    );
+    c.call("mg k v\r\n", "VA 3\r\nzxy\r\n");
+});
+
+text_spec!(mg_applies_t_n_and_r_where_they_stand, |server| {
+    let mut c = server.text();
+    // A created item has no TTL until its N is passed; T and N both set it, the last wins.
+    c.call("mg m1 t N30\r\n", "HD t-1 W\r\n");
+    c.call("mg m2 N30 t\r\n", "HD t30 W\r\n");
+    c.call("mg m3 T5 N30 t\r\nmg m3 t\r\n", "HD t30 W\r\nHD t30 Z\r\n");
+    c.call("mg m4 N30 t T5\r\nmg m4 t\r\n", "HD t30 W\r\nHD t5 Z\r\n");
+    // On a hit, t reports the TTL as of its place; R judges the TTL as of its place.
+    c.call("ms n0 2\r\n99\r\n", "HD\r\n");
+    c.call("mg n0 t v T100\r\n", "VA 2 t-1\r\n99\r\n");
+    c.call("mg n0 t\r\n", "HD t100\r\n");
+    ms(&mut c, "r", "va3");
+    c.call("mg r R200 h T100\r\n", "HD h0\r\n");
+    c.call("mg r R200 t\r\n", "HD t100 W\r\n");
+    c.call("ms r3 1 T100\r\nx\r\n", "HD\r\n");
+    c.call("mg r3 T300 R200 t\r\n", "HD t300\r\n");
+    c.call("mg r3 R400 T300 t\r\n", "HD t300 W\r\n");
+});
+
+text_spec!(ma_applies_t_and_n_where_they_stand, |server| {
+    let mut c = server.text();
+    // Created: N0 after T100 leaves no TTL; T after N stays.
+    c.call("ma n1 q T100 N0 t c\r\nmn\r\n", "HD t-1 c%d\r\nMN\r\n");
+    c.call("mg n1 t\r\n", "HD t-1\r\n");
+    c.call("ma n2 N50 t T100\r\n", "HD t50\r\n");
+    c.call("mg n2 t\r\n", "HD t100\r\n");
+    // A hit changed in place keeps its T; one that grew (a new item) does not,
+    // though the answer reports it. Each request waits for the answer before it.
+    c.call("set n3 0 0 1\r\n5\r\n", "STORED\r\n");
+    c.call("ma n3 T100 t\r\n", "HD t100\r\n");
+    c.call("mg n3 t h\r\n", "HD t100 h0\r\n");
+    c.call("set n4 0 0 1\r\n9\r\n", "STORED\r\n");
+    c.call("ma n4 T100 t v\r\n", "VA 2 t100\r\n10\r\n");
+    c.call("mg n4 t v\r\n", "VA 2 t-1\r\n10\r\n");
+});
+
+text_spec!(md_and_ma_word_flag_errors_alike, |server| {
+    let mut c = server.text();
+    let generic = "CLIENT_ERROR invalid or duplicate flag\r\n";
+    for line in [
+        "md k q q", "md k Z", "md k Tx", "md k Cx", "ma k t t", "ma k Z",
+    ] {
+        c.call(format!("{line}\r\n"), generic);
+    }
+    for line in ["ma k Nx", "ma k Jx", "ma k Dx", "ma k MXY"] {
+        c.call(format!("{line}\r\n"), generic);
+    }
+    let long = format!("O{}", "1".repeat(34));
+    c.call(
+        format!("md k {long}\r\nma k {long}\r\n"),
+        "CLIENT_ERROR opaque token too long\r\nCLIENT_ERROR opaque token too long\r\n",
+    );
+    c.call(format!("md k Tx {long}\r\n"), generic);
+    // mg and ms keep their own words; a bad token outranks a long opaque.
+    c.call(
+        format!("mg k Tx {long}\r\nmg k {long} Z\r\n"),
+        "CLIENT_ERROR bad token in command line format\r\nCLIENT_ERROR invalid flag\r\n",
+    );
+    c.call(
+        "ma k MX\r\n",
+        "CLIENT_ERROR invalid mode for ma M token\r\n",
+    );
+});

@@ -298,34 +298,23 @@ impl Gen {
             0..=3 => {
                 let (k, b) = self.meta_key(true);
                 let flags = if NUMERIC_KEYS.contains(&k.as_str()) {
-                    // s would show memcached's padding; v is normalised. No h: pincache counts
-                    // an incr/ma as a fetch, memcached does not (coord/text-failures.md J);
-                    // no T here nor in ma: t beside T differs there (K, M).
-                    self.flags_from(&["v", "k", "c", "f", "t", "q", "Oab1"], 5)
+                    // s would show memcached's padding; v is normalised. No h: memcached
+                    // rewrites a counter instead of changing it in place (a new item, not
+                    // fetched) while an answer queued in the same read still holds the
+                    // item; pincache always changes it in place (coord/text-failures.md J).
+                    self.flags_from(&["v", "k", "c", "f", "t", "T100", "q", "Oab1"], 5)
                 } else {
                     let all = [
                         "v", "k", "c", "f", "s", "t", "h", "l", "q", "O42", "N30", "R30", "R200",
                         "T100", "u",
                     ];
-                    let mut flags = self.flags_from(&all, 6);
-                    // `t` ahead of `N` on a miss: memcached 1.6.18 reports -1, pincache the
-                    // new TTL (coord/text-failures.md I); keep N first.
-                    if let (Some(t), Some(n)) = (flags.find(" t"), flags.find(" N30")) {
-                        if t < n {
-                            flags = flags.replacen(" t", "", 1);
-                        }
-                    }
-                    // R beside T: memcached 1.6.18 judges R on the TTL before the update,
-                    // pincache after it (coord/text-failures.md N).
-                    if flags.contains(" R") {
-                        flags = flags.replacen(" T100", "", 1);
-                    }
+                    let flags = self.flags_from(&all, 6);
                     if b.is_empty() {
                         flags
                     } else {
-                        // memcached 1.6.18 answers `k` of a base64 key sometimes encoded
-                        // (with " b"), sometimes decoded (HD answers; T, N or R given);
-                        // pincache always encoded: no `k` with `b` here.
+                        // memcached 1.6.18 answers `k` of a hit in the form the item was
+                        // stored in, pincache in the form asked (coord/text-failures.md L):
+                        // no `k` with `b` here.
                         flags
                             .split(' ')
                             .filter(|f| *f != "k")
@@ -350,10 +339,7 @@ impl Gen {
                 let mut parts = vec![Part::Bytes(
                     format!("ms {k} {}{b}{flags}", v.len()).into_bytes(),
                 )];
-                // Not with append/prepend: there a C0 (no CAS seen yet) means "no compare"
-                // in memcached 1.6.18 and a compare in pincache (coord/text-failures.md H).
-                let concat = flags.contains(" MA") || flags.contains(" MP");
-                if !concat && self.rng.chance(20) {
+                if self.rng.chance(20) {
                     let plain = TEXT_KEYS_B64
                         .iter()
                         .position(|x| *x == k)
@@ -371,6 +357,9 @@ impl Gen {
             }
             8 => {
                 let k = self.rng.pick(&NUMERIC_KEYS).to_string();
+                // No T: memcached keeps an ma's T only when the incr was done in place
+                // and no queued answer still holds the item (its reference count); pincache
+                // whenever it was in place (docs/protocols.md).
                 let flags = self.flags_from(
                     &["N0", "J13", "D5", "MD", "M+", "q", "v", "t", "c", "k", "O3"],
                     5,

@@ -8,6 +8,7 @@ use super::dispatch::{execute, put_value, refuse_too_large, Context, Direct};
 use super::text::Step;
 use crate::protocol::text::encoder::{digits, line, number};
 use crate::protocol::text::meta::{base64_decode, tokens, Meta, MetaCmd, MetaError};
+use crate::protocol::text::parser::CAS_NEVER;
 use crate::protocol::{ArithOp, Command, Create, Outcome, StoreMode, MAX_KEY_LEN};
 use crate::store::{MetaItem, MetaRead};
 
@@ -90,10 +91,13 @@ fn get(
     let read = MetaRead {
         touch: f.ttl,
         vivify: f.vivify,
+        vivify_after_touch: comes_after(m, b'N', b'T'),
         recache: f.recache,
+        recache_after_touch: comes_after(m, b'R', b'T'),
         bump: !f.no_bump,
         peek: false,
     };
+    let steps = TtlSteps::of(m, ctx);
     let stats = &mut *ctx.stats;
     let item = ctx.store.meta_get(key, read);
     let hit = item.is_some();
@@ -123,20 +127,54 @@ fn get(
     } else {
         out.extend_from_slice(b"HD");
     }
-    item_flags(m, &item, out);
+    item_flags(m, &item, steps, out);
     if f.value {
         put_value(out, item.value, direct, stats);
         out.extend_from_slice(b"\r\n");
     }
 }
 
+/// Whether flag `a` comes after flag `b` in the request (both present).
+fn comes_after(m: &Meta<'_>, a: u8, b: u8) -> bool {
+    let at = |letter| tokens(m.tokens).position(|t| t[0] == letter);
+    matches!((at(a), at(b)), (Some(a), Some(b)) if a > b)
+}
+
+/// The TTLs (seconds left, `None` = never) that `T` and `N` set. memcached
+/// applies them where they stand among the flags, so a `t` reports the TTL as
+/// of its own place: the item's before them, then each one's as it is passed
+/// (`N` only on an item this request created).
+#[derive(Clone, Copy, Debug)]
+struct TtlSteps {
+    touch: Option<u32>,
+    vivify: Option<u32>,
+}
+
+impl TtlSteps {
+    fn of(m: &Meta<'_>, ctx: &Context<'_>) -> TtlSteps {
+        let ttl = |exptime: Option<u32>| exptime.and_then(|e| ctx.store.ttl_of(e));
+        TtlSteps {
+            touch: ttl(m.flags.ttl),
+            vivify: ttl(m.flags.vivify),
+        }
+    }
+
+    /// The TTL after flag `letter`, given the TTL before it.
+    fn after(self, letter: u8, created: bool, ttl: Option<u32>) -> Option<u32> {
+        match letter {
+            b'T' => self.touch,
+            b'N' if created => self.vivify,
+            _ => ttl,
+        }
+    }
+}
+
 /// The returned flags of a hit, in request order, then `Z`, `X`, `W`.
-fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, out: &mut Vec<u8>) {
-    // Flags apply in the order given: a `t` ahead of `T` sees the old TTL.
-    let mut touched = false;
+fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, steps: TtlSteps, out: &mut Vec<u8>) {
+    let mut ttl = item.ttl_before;
     for token in tokens(m.tokens) {
         let letter = token[0];
-        touched |= letter == b'T';
+        ttl = steps.after(letter, item.created, ttl);
         match letter {
             b's' | b't' | b'c' | b'f' | b'h' | b'l' => {
                 out.push(b' ');
@@ -146,8 +184,7 @@ fn item_flags(m: &Meta<'_>, item: &MetaItem<'_>, out: &mut Vec<u8>) {
         }
         match letter {
             b's' => number(out, item.value.len() as u64),
-            b't' if !touched => left(item.ttl_before, out),
-            b't' => left(item.ttl, out),
+            b't' => left(ttl, out),
             b'c' => number(out, item.cas),
             b'f' => number(out, u64::from(item.flags)),
             b'h' => out.push(if item.fetched { b'1' } else { b'0' }),
@@ -213,11 +250,12 @@ fn set(
         return Step::Consumed(total);
     }
     let value = &rest[len..len + m.data_len];
-    // Add ignores a CAS in memcached; the other modes compare.
-    let cas = if mode == StoreMode::Add {
-        0
-    } else {
-        f.cas.unwrap_or(0)
+    // Add ignores a CAS in memcached; append and prepend take C0 as no CAS
+    // (memcached 1.6.18); the other modes compare, C0 included.
+    let cas = match (mode, f.cas) {
+        (StoreMode::Add, _) | (_, None) => 0,
+        (StoreMode::Append | StoreMode::Prepend, Some(CAS_NEVER)) => 0,
+        (_, Some(cas)) => cas,
     };
     let outcome = store_value(m, mode, key, value, cas, ctx);
     let code = set_code(outcome, mode, cas);
@@ -368,8 +406,14 @@ fn arith(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
         peek: true,
         ..MetaRead::default()
     };
+    // The item before: its TTL, and its length (an incr that fits is in place).
+    let before = ctx
+        .store
+        .meta_get(key, peek)
+        .map(|i| (i.ttl, i.value.len()));
     // `q` hides the answer of a hit only; an item created by `N` still answers.
-    let creating = f.vivify.is_some() && ctx.store.meta_get(key, peek).is_none();
+    let created = f.vivify.is_some() && before.is_none();
+    let steps = TtlSteps::of(m, ctx);
     let (value, cas) = match execute(&command, ctx.store, ctx.stats) {
         Outcome::Number { value, cas } => (value, cas),
         Outcome::NotFound => return code_line("NF", m, out),
@@ -382,29 +426,44 @@ fn arith(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
         }
         _ => return line(out, "SERVER_ERROR out of memory"),
     };
-    if let Some(exptime) = f.ttl {
-        ctx.store.touch(key, exptime);
-    }
-    if f.quiet && !creating {
-        return;
-    }
-    let left = ctx.store.meta_get(key, peek).and_then(|item| item.ttl);
     let mut buf = [0u8; 20];
     let text = digits(value, &mut buf);
-    if f.value {
+    // memcached applies `T` (and `N`) to the item it answers about, where they
+    // stand among the flags: `T` stays on an item created here (unless an `N`
+    // after it) or changed in place; an incr that had to rewrite the item
+    // answers about the old one, and its `T` is lost.
+    let in_place = matches!(before, Some((_, len)) if text.len() <= len);
+    if let Some(exptime) = f.ttl {
+        if in_place || (created && !comes_after(m, b'N', b'T')) {
+            ctx.store.set_exptime(key, exptime);
+        }
+    }
+    if f.quiet && !created {
+        return;
+    }
+    let ttl = before.and_then(|(ttl, _)| ttl);
+    arith_answer(m, (text, cas), (ttl, created, steps), out);
+}
+
+/// Writes an `ma` answer: the code, the flags asked for in their order, the value.
+fn arith_answer(
+    m: &Meta<'_>,
+    (text, cas): (&[u8], u64),
+    (mut ttl, created, steps): (Option<u32>, bool, TtlSteps),
+    out: &mut Vec<u8>,
+) {
+    if m.flags.value {
         out.extend_from_slice(b"VA ");
         number(out, text.len() as u64);
     } else {
         out.extend_from_slice(b"HD");
     }
     for token in tokens(m.tokens) {
+        ttl = steps.after(token[0], created, ttl);
         match token[0] {
             b't' => {
                 out.extend_from_slice(b" t");
-                match left {
-                    Some(secs) => number(out, u64::from(secs)),
-                    None => out.extend_from_slice(b"-1"),
-                }
+                left(ttl, out);
             }
             b'c' => {
                 out.extend_from_slice(b" c");
@@ -419,7 +478,7 @@ fn arith(m: &Meta<'_>, key: &[u8], ctx: &mut Context<'_>, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(b"\r\n");
-    if f.value {
+    if m.flags.value {
         out.extend_from_slice(text);
         out.extend_from_slice(b"\r\n");
     }

@@ -6,15 +6,20 @@
 use super::item::{idle, write_access, write_cas, ACCESSED, FETCHED, STALE, TOKEN_SENT};
 use super::{Mode, Store, StoreError};
 
-/// What a meta read asks for besides the item.
+/// What a meta read asks for besides the item. memcached applies `T`, `N` and
+/// `R` in the order the request gives them, so the order matters where two meet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MetaRead {
     /// `T`: set this expiration (protocol exptime).
     pub touch: Option<u32>,
     /// `N`: on a miss, create an empty item with this expiration and win.
     pub vivify: Option<u32>,
+    /// `N` comes after `T`: on a created item its expiration is the one kept.
+    pub vivify_after_touch: bool,
     /// `R`: win when the item expires sooner than this (protocol exptime).
     pub recache: Option<u32>,
+    /// `R` comes after `T`: judged on the new expiration, else on the old one.
+    pub recache_after_touch: bool,
     /// Mark the item fetched and accessed (every read but `u`).
     pub bump: bool,
     /// Change nothing at all (`me`).
@@ -29,8 +34,12 @@ pub struct MetaItem<'a> {
     pub value: &'a [u8],
     /// Seconds left to live; `None` = never expires.
     pub ttl: Option<u32>,
-    /// Seconds left before this read's `T` (what a `t` ahead of `T` reports).
+    /// Seconds left before this read's `T` and `N` (`None` for an item this
+    /// read created: memcached creates it without an expiration, then applies
+    /// `N` where it stands among the flags).
     pub ttl_before: Option<u32>,
+    /// This read created the item (`N` on a miss).
+    pub created: bool,
     /// Whether it had been fetched before this read.
     pub fetched: bool,
     /// Seconds since its last access, before this read (`l`, `la=`).
@@ -45,48 +54,77 @@ pub struct MetaItem<'a> {
 }
 
 impl Store {
+    /// Seconds left to an item given protocol expiration `exptime` now (`None`:
+    /// never expires); what a meta `t` after a `T` or `N` reports.
+    pub fn ttl_of(&self, exptime: u32) -> Option<u32> {
+        let expiry = self.clock.expiry(exptime);
+        (expiry != 0).then(|| expiry.saturating_sub(self.clock.now()))
+    }
+
+    /// Sets a live item's expiration without counting a read (meta `ma` with
+    /// `T`); false if there is no such item.
+    pub fn set_exptime(&mut self, key: &[u8], exptime: u32) -> bool {
+        let hash = self.index.hash(key);
+        let Some((addr, header)) = self.lookup(hash, key) else {
+            return false;
+        };
+        self.set_expiry(hash, key, addr, &header, exptime).is_some()
+    }
+
+    /// The live item under `key`, or one `read.vivify` creates (empty, with the
+    /// expiration of whichever of `N` and `T` comes last): its address, and
+    /// whether it was created.
+    fn find_or_vivify(&mut self, hash: u64, key: &[u8], read: &MetaRead) -> Option<(usize, bool)> {
+        if let Some((addr, _)) = self.lookup(hash, key) {
+            return Some((addr, false));
+        }
+        let exptime = match (read.vivify?, read.touch) {
+            (_, Some(touch)) if !read.vivify_after_touch => touch,
+            (vivify, _) => vivify,
+        };
+        let expiry = self.clock.expiry(exptime);
+        let cas = self.take_cas();
+        let addr = self.write_item(hash, key, &[], 0, expiry, cas).ok()?;
+        self.counts.total_items += 1;
+        Some((addr, true))
+    }
+
     /// A meta read (`mg`, `me`).
     pub fn meta_get(&mut self, key: &[u8], read: MetaRead) -> Option<MetaItem<'_>> {
         let hash = self.index.hash(key);
-        let (mut addr, created) = match self.lookup(hash, key) {
-            Some((addr, _)) => (addr, false),
-            None => {
-                let exptime = read.vivify?;
-                let expiry = self.clock.expiry(exptime);
-                let cas = self.take_cas();
-                let addr = self.write_item(hash, key, &[], 0, expiry, cas).ok()?;
-                self.counts.total_items += 1;
-                (addr, true)
-            }
-        };
-        let left = |expiry: u32, now: u32| (expiry != 0).then(|| expiry.saturating_sub(now));
+        let (mut addr, created) = self.find_or_vivify(hash, key, &read)?;
+        let now = self.clock.now();
+        let left = |expiry: u32| (expiry != 0).then(|| expiry.saturating_sub(now));
         let before = self.segments.header(addr);
-        let ttl_before = left(before.expiry, self.clock.now());
-        if let Some(exptime) = read.touch {
-            let header = self.segments.header(addr);
-            addr = self.set_expiry(hash, key, addr, &header, exptime)?;
+        match read.touch {
+            Some(exptime) if !created => {
+                addr = self.set_expiry(hash, key, addr, &before, exptime)?;
+            }
+            _ => {}
         }
         let header = self.segments.header(addr);
         let token_sent = header.bits & TOKEN_SENT != 0;
         let stale = header.bits & STALE != 0;
+        // memcached hands a created item's win out with `N`; `R` ignores it.
         let mut won = created;
         if let Some(recache) = read.recache {
-            let limit = self.clock.expiry(recache);
-            won |= !token_sent && header.expiry != 0 && header.expiry < limit;
+            let expiry = if read.recache_after_touch {
+                header.expiry
+            } else {
+                before.expiry
+            };
+            won |= !token_sent && expiry != 0 && expiry < self.clock.expiry(recache);
         }
         won |= stale && !token_sent;
-        if read.peek {
-            won = false;
-        }
+        let bump = read.bump && !read.peek;
+        won &= !read.peek;
         let mut bits = header.bits;
         if won {
             bits |= TOKEN_SENT;
         }
-        let bump = read.bump && !read.peek;
         if bump {
             bits |= ACCESSED | FETCHED;
         }
-        let now = self.clock.now();
         let bytes = self.segments.bytes_mut();
         bytes[addr] = bits;
         // As `Store::get`: a first fetch leaves the access time alone.
@@ -98,8 +136,9 @@ impl Store {
             flags: item.flags,
             cas: item.cas,
             value: item.value,
-            ttl: left(header.expiry, self.clock.now()),
-            ttl_before,
+            ttl: left(header.expiry),
+            ttl_before: if created { None } else { left(before.expiry) },
+            created,
             fetched: header.bits & FETCHED != 0,
             idle: idle(before.access, now),
             stale,

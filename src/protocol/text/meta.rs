@@ -80,6 +80,7 @@ pub struct MetaError {
 }
 
 const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+const OPAQUE_TOO_LONG: &str = "CLIENT_ERROR opaque token too long";
 const BAD_TOKEN: &str = "CLIENT_ERROR bad token in command line format";
 
 /// The flag tokens of a meta line, in order.
@@ -119,7 +120,16 @@ pub fn parse<'a>(
     }
     let rest = after_tokens(line, skip);
     let swallow = (cmd == MetaCmd::Set).then_some(data_len + 2);
-    let flags = check_flags(rest).map_err(|text| MetaError { text, swallow })?;
+    let flags = check_flags(rest).map_err(|text| {
+        // md and ma word every flag error but the opaque's length alike.
+        let text = match cmd {
+            MetaCmd::Delete | MetaCmd::Arith if text != OPAQUE_TOO_LONG => {
+                "CLIENT_ERROR invalid or duplicate flag"
+            }
+            _ => text,
+        };
+        MetaError { text, swallow }
+    })?;
     Ok(Meta {
         cmd,
         key,
@@ -148,6 +158,8 @@ fn check_flags(rest: &[u8]) -> Result<Flags, &'static str> {
     let mut seen = 0u128;
     let mut f = Flags::default();
     let mut bad = None;
+    // Reported only when no other flag is wrong (memcached checks it later).
+    let mut opaque_too_long = false;
     for token in tokens(rest) {
         let letter = token[0];
         let bit = 1u128 << (letter & 127);
@@ -161,9 +173,7 @@ fn check_flags(rest: &[u8]) -> Result<Flags, &'static str> {
             b'N' => f.vivify = ttl(arg, &mut bad),
             b'T' => f.ttl = ttl(arg, &mut bad),
             b'R' => f.recache = ttl(arg, &mut bad),
-            b'O' if token.len() > MAX_OPAQUE_BYTES => {
-                bad = Some("CLIENT_ERROR opaque token too long")
-            }
+            b'O' if token.len() > MAX_OPAQUE_BYTES => opaque_too_long = true,
             b'O' | b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
             b'v' => f.value = true,
             b'u' => f.no_bump = true,
@@ -185,9 +195,10 @@ fn check_flags(rest: &[u8]) -> Result<Flags, &'static str> {
             _ => return Err("CLIENT_ERROR invalid flag"),
         }
     }
-    match bad {
-        Some(text) => Err(text),
-        None => Ok(f),
+    match (bad, opaque_too_long) {
+        (Some(text), _) => Err(text),
+        (None, true) => Err(OPAQUE_TOO_LONG),
+        (None, false) => Ok(f),
     }
 }
 
