@@ -103,22 +103,29 @@ pub fn split_line(input: &[u8]) -> Result<(&[u8], usize), Incomplete> {
     }
 }
 
-/// The index of the first `\n` in `bytes`, eight bytes at a time (a request
-/// line is scanned once per request; byte by byte that was most of its cost).
+/// The index of the first `\n` in `bytes`.
 #[inline]
 fn find_newline(bytes: &[u8]) -> Option<usize> {
+    find_byte(bytes, b'\n')
+}
+
+/// The index of the first `needle` in `bytes`, eight bytes at a time (request
+/// lines and keys are scanned once or twice per request; byte by byte that was
+/// most of the parser's cost).
+#[inline]
+fn find_byte(bytes: &[u8], needle: u8) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const NEWLINES: u64 = ONES * b'\n' as u64;
+    let needles = ONES * u64::from(needle);
     let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
     for chunk in &mut chunks {
         let Ok(word) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
-        // A zero byte of `x` is a `\n`; the lowest flagged byte is always a true
-        // zero (a borrow can only flag bytes above one).
-        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        // A zero byte of `x` is a needle; the lowest flagged byte is always a
+        // true zero (a borrow can only flag bytes above one).
+        let x = u64::from_le_bytes(word) ^ needles;
         let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
         if zeros != 0 {
             return Some(at + (zeros.trailing_zeros() / 8) as usize);
@@ -126,7 +133,7 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
         at += 8;
     }
     let tail = chunks.remainder();
-    tail.iter().position(|&b| b == b'\n').map(|n| at + n)
+    tail.iter().position(|&b| b == needle).map(|n| at + n)
 }
 
 /// memcached lets a line without an end grow only for a multi-key `get`/`gets`
@@ -166,18 +173,26 @@ pub fn tokenize(line: &[u8]) -> Tokens<'_> {
         count: 0,
         last: &[],
     };
-    let mut rest = line;
+    // One pass over the bytes: tokens are short, so a word-at-a-time search
+    // for each one's end costs more than it saves.
+    let (mut at, len) = (0, line.len());
     while tokens.count < MAX_TOKENS {
-        let (token, after) = first_token(rest);
-        if token.is_empty() {
+        while at < len && line[at] == b' ' {
+            at += 1;
+        }
+        if at == len {
             break;
         }
+        let start = at;
+        while at < len && line[at] != b' ' {
+            at += 1;
+        }
+        let token = &line[start..at];
         if tokens.count < KEPT_TOKENS {
             tokens.kept[tokens.count] = token;
         }
         tokens.last = token;
         tokens.count += 1;
-        rest = after;
     }
     tokens
 }
@@ -189,16 +204,31 @@ fn first_token(text: &[u8]) -> (&[u8], &[u8]) {
     while start < text.len() && text[start] == b' ' {
         start += 1;
     }
-    let mut end = start;
-    while end < text.len() && text[end] != b' ' {
-        end += 1;
-    }
-    (&text[start..end], &text[end..])
+    let rest = &text[start..];
+    let end = find_byte(rest, b' ').unwrap_or(rest.len());
+    rest.split_at(end)
 }
 
 /// The keys of a retrieval line, in order.
-pub fn keys(rest: &[u8]) -> impl Iterator<Item = &[u8]> {
-    rest.split(|&b| b == b' ').filter(|k| !k.is_empty())
+pub fn keys(rest: &[u8]) -> Keys<'_> {
+    Keys { rest }
+}
+
+/// The tokens of the rest of a retrieval line.
+#[derive(Clone, Debug)]
+pub struct Keys<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Keys<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (key, rest) = first_token(self.rest);
+        self.rest = rest;
+        (!key.is_empty()).then_some(key)
+    }
 }
 
 /// Parses one command line (without its line end).
@@ -207,7 +237,7 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     // line, so the line is not tokenized for them (the most common request).
     let (command, after) = first_token(line);
     if let b"get" | b"gets" | b"gat" | b"gats" = command {
-        if !first_token(after).0.is_empty() {
+        if after.iter().any(|&b| b != b' ') {
             return retrieve(command, after);
         }
     }
@@ -461,6 +491,19 @@ fn exptime_of(exptime: i32) -> u32 {
 /// digit, nothing after. `None` on overflow. Returns the value and whether a
 /// '-' was read.
 fn strto(token: &[u8]) -> Option<(u64, bool)> {
+    // Almost every number is plain digits, and 19 of them cannot overflow.
+    if !token.is_empty() && token.len() <= 19 {
+        let mut n: u64 = 0;
+        let mut plain = true;
+        for &b in token {
+            let digit = b.wrapping_sub(b'0');
+            plain &= digit <= 9;
+            n = n.wrapping_mul(10).wrapping_add(u64::from(digit));
+        }
+        if plain {
+            return Some((n, false));
+        }
+    }
     let start = token
         .iter()
         .take_while(|b| b.is_ascii_whitespace() || **b == 0x0b)
@@ -626,6 +669,17 @@ mod tests {
         assert_eq!(strtol(b"2147483648"), Some(i32::MIN));
         assert_eq!(strtol(b"1x"), None);
         assert_eq!(strtol(b""), None);
+        // The plain-digits shortcut (up to 19 digits) and the general path agree.
+        assert_eq!(
+            strtoull(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(strtoull(b"0000000000000000042"), Some(42));
+        assert_eq!(strtoull(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(strtoull(b"1:"), None);
+        assert_eq!(strtoull(b"/1"), None);
+        assert_eq!(strtoull(b" 7"), Some(7));
+        assert_eq!(strtol(b"4294967295"), Some(-1));
     }
 
     #[test]
