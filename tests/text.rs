@@ -665,13 +665,44 @@ fn cache_memlimit_other_than_the_start_limit_is_refused_pincache() {
     c.call("version\r\n", "VERSION %s\r\n");
 }
 
-/// `stats conns` counts connections instead of memcached's per-socket lines
-/// (docs/protocols.md).
-#[test]
-fn stats_conns_counts_connections_pincache() {
-    let server = Server::pincache(&[]);
+text_spec!(stats_conns_lists_each_socket, |server| {
     let mut c = server.text();
-    let mut other = server.text();
-    other.call("version\r\n", "VERSION %s\r\n");
-    c.call("stats conns\r\n", "STAT connections 2\r\nEND\r\n");
-}
+    let mut spoke = server.text();
+    spoke.call("version\r\n", "VERSION %s\r\n");
+    let silent = server.text();
+    // Let the server take the silent connection in before asking.
+    spoke.call("version\r\n", "VERSION %s\r\n");
+    let lines = c.stats("conns");
+    let listen = format!("tcp:127.0.0.1:{}", server.port);
+    let id_of = |addr: String| {
+        let line = lines
+            .iter()
+            .find(|(k, v)| k.ends_with(":addr") && *v == addr);
+        let (name, _) = line.unwrap_or_else(|| panic!("no {addr} in {lines:?}"));
+        name.trim_end_matches(":addr").to_string()
+    };
+    let value = |id: &str, name: &str| {
+        let key = format!("{id}:{name}");
+        let line = lines.iter().find(|(k, _)| *k == key);
+        line.unwrap_or_else(|| panic!("no {key} in {lines:?}"))
+            .1
+            .clone()
+    };
+    let listener = id_of(listen.clone());
+    assert_eq!(value(&listener, "state"), "conn_listening");
+    value(&listener, "secs_since_last_cmd")
+        .parse::<u64>()
+        .unwrap();
+    let peers = [(&c, "conn_parse_cmd"), (&spoke, "conn_read")];
+    for (client, state) in peers {
+        let id = id_of(format!("tcp:{}", client.stream.local_addr().unwrap()));
+        assert_eq!(value(&id, "listen_addr"), listen);
+        assert_eq!(value(&id, "state"), state);
+        let secs: u64 = value(&id, "secs_since_last_cmd").parse().unwrap();
+        assert!(secs <= 10, "{secs}");
+    }
+    let id = id_of(format!("tcp:{}", silent.stream.local_addr().unwrap()));
+    assert_eq!(value(&id, "state"), "conn_new_cmd");
+    // Four lines per connection, three for the listener.
+    assert_eq!(lines.len(), 3 + 4 * 3, "{lines:?}");
+});

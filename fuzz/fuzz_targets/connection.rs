@@ -26,6 +26,7 @@ use pincache::config::Config;
 use pincache::protocol::header::{be16, be32, be64, RESPONSE_MAGIC};
 use pincache::protocol::request::{parse, Extras, Limits, ParseError};
 use pincache::protocol::{Opcode, Status, HEADER_LEN, MAX_KEY_LEN};
+use pincache::server::conns::ConnTable;
 use pincache::server::dispatch::{process, Context, Direct, Protocol, Session};
 use pincache::server::log_limit::LogLimit;
 use pincache::server::sasl::Sasl;
@@ -161,6 +162,8 @@ struct Run {
     stats: Stats,
     settings: Settings,
     sasl: Option<Sasl>,
+    /// What `stats conns` lists (no other connection here).
+    conns: ConnTable,
     limits: Limits,
     max_frame: usize,
     high_water: usize,
@@ -216,6 +219,7 @@ impl Run {
                 },
             },
             sasl: sasl.then(|| Sasl::from_lines(SASL_USERS)),
+            conns: ConnTable::new(3, "tcp:127.0.0.1:11211".into(), Instant::now()),
             limits,
             max_frame: HEADER_LEN + 20 + MAX_KEY_LEN + item_size_max,
             high_water,
@@ -294,6 +298,7 @@ impl Run {
                         sasl: self.sasl.as_ref(),
                         limits: self.limits,
                         log: &mut log,
+                        conns: &self.conns,
                     };
                     process(
                         &input,

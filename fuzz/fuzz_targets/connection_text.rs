@@ -21,6 +21,7 @@ use std::time::Instant;
 use libfuzzer_sys::fuzz_target;
 use pincache::config::Config;
 use pincache::protocol::Limits;
+use pincache::server::conns::ConnTable;
 use pincache::server::dispatch::{process, Context, Protocol, Session};
 use pincache::server::log_limit::LogLimit;
 use pincache::server::stats::{Settings, Stats};
@@ -79,6 +80,7 @@ fn run(config: u8, stream: &[u8]) -> Vec<u8> {
     };
     let mut stats = Stats::default();
     let mut log = LogLimit::new(Instant::now());
+    let conns = ConnTable::new(3, "tcp:127.0.0.1:11211".into(), Instant::now());
     let mut session = Session {
         protocol: Protocol::Text,
         ..Session::default()
@@ -111,6 +113,7 @@ fn run(config: u8, stream: &[u8]) -> Vec<u8> {
                     max_value_len: ITEM_SIZE_MAX,
                 },
                 log: &mut log,
+                conns: &conns,
             };
             let p = process(
                 &input,

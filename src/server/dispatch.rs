@@ -7,6 +7,7 @@ use std::io::{self, IoSlice, Write};
 
 use log::{log_enabled, Level};
 
+use super::conns::ConnTable;
 use super::log_limit::LogLimit;
 use super::sasl::Sasl;
 use super::stats::{Settings, Stats};
@@ -22,6 +23,8 @@ pub struct Context<'a> {
     pub limits: Limits,
     /// Budget for the debug lines a client's mistakes cause.
     pub log: &'a mut LogLimit,
+    /// Every connection, for `stats conns`.
+    pub conns: &'a ConnTable,
 }
 
 /// The protocol a connection speaks, fixed by its first byte.

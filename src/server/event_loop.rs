@@ -15,7 +15,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::connection::{Connection, Liveness, Stream, READ_BUFFER_BYTES};
-use super::dispatch::Context;
+use super::conns::ConnTable;
+use super::dispatch::{Context, Protocol};
 use super::log_limit::LogLimit;
 use super::sasl::Sasl;
 use super::stats::{Settings, Stats};
@@ -88,6 +89,8 @@ pub struct Server {
     now: Instant,
     /// The one read buffer every connection is read into (see connection.rs).
     read_buffer: Vec<u8>,
+    /// What `stats conns` lists, under the connections' slab keys.
+    conn_table: ConnTable,
 }
 
 impl Server {
@@ -132,6 +135,17 @@ impl Server {
         };
         let store = open_store(config)?;
         let now = Instant::now();
+        let conn_table = match &listener {
+            Listener::Tcp(l) => {
+                let family = if local_addr.starts_with('[') {
+                    "tcp6"
+                } else {
+                    "tcp"
+                };
+                ConnTable::new(l.as_raw_fd(), format!("{family}:{local_addr}"), now)
+            }
+            Listener::Unix(l) => ConnTable::new(l.as_raw_fd(), format!("unix:{local_addr}"), now),
+        };
         let port = match &listener {
             Listener::Tcp(l) => l.local_addr().map(|a| a.port()).unwrap_or(0),
             Listener::Unix(_) => 0,
@@ -161,6 +175,7 @@ impl Server {
             log_limit: LogLimit::new(now),
             now,
             read_buffer: vec![0; READ_BUFFER_BYTES],
+            conn_table,
         })
     }
 
@@ -284,6 +299,8 @@ impl Server {
             return;
         }
         debug!("accepted {peer}");
+        let fd = stream.as_raw_fd();
+        self.conn_table.insert(entry.key(), fd, &peer, self.now);
         entry.insert(Connection::new(stream, peer, self.now));
         self.stats.curr_connections += 1;
         self.stats.total_connections += 1;
@@ -296,6 +313,7 @@ impl Server {
             return;
         };
         conn.last_active = now;
+        self.conn_table.serving(Some(key), now);
         let mut ctx = Context {
             store: &mut self.store,
             stats: &mut self.stats,
@@ -303,8 +321,12 @@ impl Server {
             sasl: self.sasl.as_ref(),
             limits: self.limits,
             log: &mut self.log_limit,
+            conns: &self.conn_table,
         };
-        if conn.drive(&mut ctx, &mut self.read_buffer, max_frame, peer_closed) == Liveness::Closed {
+        let liveness = conn.drive(&mut ctx, &mut self.read_buffer, max_frame, peer_closed);
+        let spoke = conn.session.protocol != Protocol::Unknown;
+        self.conn_table.served(key, spoke);
+        if liveness == Liveness::Closed {
             self.close(key);
         }
     }
@@ -314,6 +336,7 @@ impl Server {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(conn.stream.source());
             debug!("closed {}", conn.peer);
+            self.conn_table.remove(key);
             self.stats.curr_connections -= 1;
         }
     }
@@ -359,6 +382,7 @@ impl Server {
                 sasl: self.sasl.as_ref(),
                 limits: self.limits,
                 log: &mut self.log_limit,
+                conns: &self.conn_table,
             };
             for (key, conn) in self.conns.iter_mut() {
                 if conn.flush(&mut ctx).is_err() || conn.pending_output() == 0 {

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod connection;
+pub mod conns;
 pub mod dispatch;
 pub mod event_loop;
 pub mod log_limit;

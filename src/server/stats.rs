@@ -180,9 +180,9 @@ pub fn write_group(
         // memcached keeps no size histogram unless started with it.
         b"sizes" => w.stat("sizes_status", "disabled"),
         // memcached serves `conns` in text only (binary: 0x0001).
-        b"conns" if matches!(w.format, StatFormat::Text) => {
-            w.stat("connections", stats.curr_connections)
-        }
+        b"conns" if matches!(w.format, StatFormat::Text) => ctx
+            .conns
+            .lines(Instant::now(), |name, value| w.stat(name, value)),
         b"reset" => {
             reset(stats, store);
             match w.format {
