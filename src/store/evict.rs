@@ -10,7 +10,7 @@
 
 use super::clock::Clock;
 use super::index::Index;
-use super::item::{idle, Header, ACCESSED, DEAD, FETCHED};
+use super::item::{idle, read_access, Header, ACCESSED, DEAD, FETCHED};
 use super::segments::{Kept, Segments};
 use super::StoreError;
 
@@ -170,7 +170,8 @@ impl Eviction {
                     self.counts.bytes_moved += moved as u64;
                 } else {
                     self.counts.evictions += 1;
-                    self.counts.evicted_time = idle(header.access, clock.now());
+                    let access = read_access(segments.bytes(), base + read + header.access_at());
+                    self.counts.evicted_time = idle(access, clock.now());
                     if header.bits & FETCHED == 0 {
                         self.counts.evicted_unfetched += 1;
                     }

@@ -57,8 +57,6 @@ pub struct Header {
     pub cas: u64,
     pub flags: u32,
     pub expiry: u32,
-    /// Second of the last access on the store clock, modulo 2^24.
-    pub access: u32,
     /// Offset of the CAS field from the item's start.
     pub cas_at: usize,
     /// Offset of the expiry field, if the item has one.
@@ -90,6 +88,15 @@ impl Header {
 #[inline]
 pub fn idle(access: u32, now: u32) -> u32 {
     now.wrapping_sub(access) % ACCESS_MODULUS
+}
+
+/// The access time (store clock seconds, modulo 2^24) of the item whose access
+/// field is at `at`.
+#[inline]
+pub fn read_access(bytes: &[u8], at: usize) -> u32 {
+    let mut out = [0u8; 4];
+    out[..ACCESS_LEN].copy_from_slice(&bytes[at..at + ACCESS_LEN]);
+    u32::from_le_bytes(out)
 }
 
 /// Writes `now` (store clock seconds) as the access time of the item whose
@@ -139,8 +146,8 @@ pub fn decode(bytes: &[u8]) -> Header {
     let cas_at = at;
     let cas = read_cas(bytes, at);
     at += CAS_LEN;
-    let mut access = [0u8; 4];
-    access[..ACCESS_LEN].copy_from_slice(&bytes[at..at + ACCESS_LEN]);
+    // The access time is read only where it is reported (`read_access`): not on
+    // every lookup.
     at += ACCESS_LEN;
     let mut flags = 0;
     if bits & HAS_FLAGS != 0 {
@@ -161,7 +168,6 @@ pub fn decode(bytes: &[u8]) -> Header {
         cas,
         flags,
         expiry,
-        access: u32::from_le_bytes(access),
         cas_at,
         expiry_at,
         key_at: at,
@@ -321,11 +327,11 @@ mod tests {
                 ..fields(0, 0, 1)
             },
         );
-        let header = decode(&buf);
-        assert_eq!(idle(header.access, now), 10);
-        assert_eq!(idle(header.access, now + 3600), 3610);
-        write_access(&mut buf, header.access_at(), now);
-        assert_eq!(idle(decode(&buf).access, now), 0);
+        let at = decode(&buf).access_at();
+        assert_eq!(idle(read_access(&buf, at), now), 10);
+        assert_eq!(idle(read_access(&buf, at), now + 3600), 3610);
+        write_access(&mut buf, at, now);
+        assert_eq!(idle(read_access(&buf, at), now), 0);
     }
 
     #[test]
@@ -353,7 +359,7 @@ mod tests {
             assert_eq!(header.flags, flags);
             assert_eq!(header.expiry, expiry);
             assert_eq!(header.cas, 0x112233445566);
-            assert_eq!(header.access, 0x23_4567);
+            assert_eq!(read_access(&buf, header.access_at()), 0x23_4567);
             assert_eq!(&buf[header.key_at..header.key_at + key.len()], key);
         }
     }

@@ -3,7 +3,9 @@
 //! miss, recache, invalidation. Two bits of an item's header carry the marks;
 //! every other operation writes a fresh item, which clears them.
 
-use super::item::{idle, write_access, write_cas, ACCESSED, FETCHED, STALE, TOKEN_SENT};
+use super::item::{
+    idle, read_access, write_access, write_cas, ACCESSED, FETCHED, STALE, TOKEN_SENT,
+};
 use super::{Mode, Store, StoreError};
 
 /// What a meta read asks for besides the item. memcached applies `T`, `N` and
@@ -96,6 +98,7 @@ impl Store {
         let now = self.clock.now();
         let left = |expiry: u32| (expiry != 0).then(|| expiry.saturating_sub(now));
         let before = self.segments.header(addr);
+        let before_access = read_access(self.segments.bytes(), addr + before.access_at());
         match read.touch {
             Some(exptime) if !created => {
                 addr = self.set_expiry(hash, key, addr, &before, exptime)?;
@@ -140,7 +143,7 @@ impl Store {
             ttl_before: if created { None } else { left(before.expiry) },
             created,
             fetched: header.bits & FETCHED != 0,
-            idle: idle(before.access, now),
+            idle: idle(before_access, now),
             stale,
             token_sent,
             won,

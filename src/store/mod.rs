@@ -401,6 +401,7 @@ impl Store {
             None if expiry == 0 => addr,
             // No room for an expiry field: write the item again with one.
             None => {
+                let access = item::read_access(self.segments.bytes(), addr + header.access_at());
                 self.copy_value_to_scratch(addr, header);
                 let scratch = std::mem::take(&mut self.scratch);
                 let written =
@@ -410,7 +411,7 @@ impl Store {
                 // The rewritten item keeps the meta marks and access time of the old one.
                 let bytes = self.segments.bytes_mut();
                 bytes[addr] |= header.bits & (STALE | TOKEN_SENT | FETCHED);
-                item::write_access(bytes, addr + header.access_at(), header.access);
+                item::write_access(bytes, addr + header.access_at(), access);
                 addr
             }
         };
@@ -642,7 +643,9 @@ impl Store {
             while at < self.segments.get(id).write_at {
                 let header = self.segments.header(base + at);
                 if header.bits & DEAD == 0 && !self.clock.is_expired(header.expiry) {
-                    oldest = oldest.max(item::idle(header.access, now));
+                    let bytes = self.segments.bytes();
+                    let access = item::read_access(bytes, base + at + header.access_at());
+                    oldest = oldest.max(item::idle(access, now));
                 }
                 at = self.segments.next_at(at, &header);
             }
