@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{get, noop, op, set, status, store, Client, Read1, Request, Server};
+use pincache::server::connection::DIRECT_VALUE_BYTES as DIRECT;
 
 /// Tests whose figures (RSS, latency) another heavy test running alongside would spoil.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -836,17 +837,17 @@ fn pipelined_large_answers_all_arrive_while_the_client_reads() {
     assert_eq!(r.opaque, FENCE);
 }
 
-/// Values from 16 KiB up go to the socket straight from the store (one writev with
-/// the answers queued before them). Pipelined with small answers, misses and quiet
-/// gets, read in small pieces with pauses so the socket often takes only part of a
-/// writev: every answer arrives whole and in order, and a SET between two GETs of the
-/// same key is seen by the second.
+/// Values of `DIRECT_VALUE_BYTES` and up go to the socket straight from the store
+/// (one writev with the answers queued before them). Pipelined with small answers,
+/// misses and quiet gets, read in small pieces with pauses so the socket often takes
+/// only part of a writev: every answer arrives whole and in order, and a SET between
+/// two GETs of the same key is seen by the second.
 #[test]
 fn large_values_written_from_the_store_arrive_whole_and_in_order() {
     let _g = heavy();
     let server = Server::pincache(&["-I", "2m"]);
     let mut c = server.connect();
-    let sizes = [16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 100_000, 1_500_000];
+    let sizes = [DIRECT - 1, DIRECT, DIRECT + 1, 100_000, 1_500_000];
     let value = |k: usize, round: u8| -> Vec<u8> {
         (0..sizes[k])
             .map(|i| (i % 241) as u8 ^ round ^ k as u8)
@@ -921,6 +922,81 @@ fn large_values_written_from_the_store_arrive_whole_and_in_order() {
     }
     sender.join().unwrap();
     assert_eq!(at, raw.len(), "bytes after the last answer");
+}
+
+/// The same in text and meta: `get` of several keys, `gets`, `mg .. v` and small
+/// answers around values just below, at and above `DIRECT_VALUE_BYTES`, pipelined
+/// and read slowly; the bytes that arrive are exactly the answers, in order.
+#[test]
+fn text_and_meta_values_around_the_direct_threshold_arrive_whole_and_in_order() {
+    let _g = heavy();
+    let server = Server::pincache(&["-I", "2m"]);
+    let sizes = [0, 1, DIRECT - 1, DIRECT, DIRECT + 1, 100_000, 1_500_000];
+    let value = |k: usize, round: usize| -> Vec<u8> {
+        (0..sizes[k])
+            .map(|i| b'a' + ((i + k + round) % 26) as u8)
+            .collect()
+    };
+    let (mut batch, mut expect) = (Vec::new(), Vec::new());
+    let set = |batch: &mut Vec<u8>, expect: &mut Vec<u8>, key: String, v: &[u8]| {
+        batch.extend(format!("set {key} 5 0 {}\r\n", v.len()).bytes());
+        batch.extend(v);
+        batch.extend(b"\r\n");
+        expect.extend(b"STORED\r\n");
+    };
+    set(&mut batch, &mut expect, "small".into(), b"s");
+    for round in 0..4 {
+        for k in 0..sizes.len() {
+            let v = value(k, round);
+            set(&mut batch, &mut expect, format!("v{k}"), &v);
+            let head = format!("VALUE v{k} 5 {}\r\n", v.len());
+            // Two values of one `get`, a miss and a small hit between them.
+            batch.extend(format!("get v{k} nope small v{k}\r\n").bytes());
+            for part in [head.as_bytes(), &v, b"\r\nVALUE small 5 1\r\ns\r\n"] {
+                expect.extend(part);
+            }
+            for part in [head.as_bytes(), &v, b"\r\nEND\r\n"] {
+                expect.extend(part);
+            }
+            batch.extend(format!("mg v{k} v f\r\nmg nope v\r\nmg small v\r\n").bytes());
+            expect.extend(format!("VA {} f5\r\n", v.len()).bytes());
+            expect.extend(&v);
+            expect.extend(b"\r\nEN\r\nVA 1\r\ns\r\n");
+        }
+    }
+    batch.extend(b"mn\r\n");
+    expect.extend(b"MN\r\n");
+    let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&batch).unwrap());
+    let mut reader = stream;
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut got, mut chunk, mut reads) = (Vec::new(), vec![0u8; 5_003], 0u32);
+    while got.len() < expect.len() {
+        let n = std::io::Read::read(&mut reader, &mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed after {} of {} bytes",
+            got.len(),
+            expect.len()
+        );
+        got.extend_from_slice(&chunk[..n]);
+        reads += 1;
+        if reads.is_multiple_of(50) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    sender.join().unwrap();
+    if let Some(at) = got.iter().zip(&expect).position(|(a, b)| a != b) {
+        panic!(
+            "first difference at byte {at}: got {:?}, expected {:?}",
+            String::from_utf8_lossy(&got[at.saturating_sub(20)..(at + 40).min(got.len())]),
+            String::from_utf8_lossy(&expect[at.saturating_sub(20)..(at + 40).min(expect.len())])
+        );
+    }
+    assert_eq!(got.len(), expect.len(), "bytes after the last answer");
 }
 
 #[test]
