@@ -37,6 +37,8 @@ pub struct Config {
     pub memory_file: Option<PathBuf>,
     /// `--verify-restore`: check a restored store's consistency before serving.
     pub verify_restore: bool,
+    /// `-L`: transparent huge pages for the item memory.
+    pub large_pages: bool,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             verbosity: 0,
             memory_file: None,
             verify_restore: false,
+            large_pages: false,
         }
     }
 }
@@ -172,6 +175,12 @@ pub const FLAGS: &[Flag] = &[
         value: None,
         help: "with -e: check the restored items' consistency before serving; start cold if it fails",
         action: Action::Switch(|c, _| c.verify_restore = true),
+    },
+    Flag {
+        names: &["-L", "--enable-largepages"],
+        value: None,
+        help: "try to use large memory pages (if available): 2 MB transparent huge pages for the item memory",
+        action: Action::Switch(|c, _| c.large_pages = true),
     },
     Flag {
         names: &["-c", "--conn-limit"],

@@ -1175,6 +1175,66 @@ fn sigterm_with_a_client_that_never_reads_still_exits_0_within_a_bound() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Huge pages (-L)
+// ---------------------------------------------------------------------------------------
+
+/// `AnonHugePages` of a process, in kB, from /proc/PID/smaps_rollup.
+fn anon_huge_kb(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// With `-L` the anonymous arena gets transparent huge pages when the kernel's THP
+/// switch allows them (`always` or `madvise`), and the server says so once at start;
+/// when it is `never`, the server warns that `-L` has no effect. The switch is read
+/// here from sysfs, and each state has its own assertion.
+#[test]
+fn large_pages_give_the_arena_huge_pages_or_warn_that_they_cannot() {
+    let _g = heavy();
+    let mode =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let log = std::env::temp_dir().join(format!("pincache-L-{}.log", std::process::id()));
+    let server = Server::custom("pincache", |port| {
+        let mut cmd = std::process::Command::new(common::pincache_bin());
+        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-m", "64", "-L"]);
+        cmd.env("RUST_LOG", "info");
+        cmd.stderr(std::fs::File::create(&log).unwrap());
+        cmd
+    });
+    // 8 MB of values: several 2 MB stretches of the arena get written.
+    let mut c = server.connect();
+    let value = vec![b'h'; 64 << 10];
+    for i in 0..128 {
+        c.call(&set(format!("huge-{i}"), &value))
+            .expect(op::SET, status::OK);
+    }
+    let pid = server.pid();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if mode.contains("[always]") || mode.contains("[madvise]") {
+        // A fault in an advised, aligned 2 MB range takes a huge page when one is free;
+        // otherwise khugepaged collapses it later: allow it time.
+        wait_for(Duration::from_secs(30), "AnonHugePages > 0 with -L", || {
+            anon_huge_kb(pid) > 0
+        });
+        let log = read_log();
+        assert_eq!(log.matches("advised MADV_HUGEPAGE").count(), 1, "{log}");
+        assert!(!log.contains("no effect"), "{log}");
+    } else {
+        assert!(mode.contains("[never]"), "THP switch reads {mode:?}");
+        wait_for(Duration::from_secs(5), "the -L warning", || {
+            read_log().contains("-L has no effect")
+        });
+    }
+    drop(c);
+    drop(server);
+    let _ = std::fs::remove_file(&log);
+}
+
+// ---------------------------------------------------------------------------------------
 // Soak (run on demand)
 // ---------------------------------------------------------------------------------------
 

@@ -436,8 +436,18 @@ fn open_store(config: &Config) -> io::Result<Store> {
         item_size_max: config.item_size_max,
     };
     let Some(path) = &config.memory_file else {
-        return Store::new(store_config, Clock::start());
+        let store = Store::new(store_config, Clock::start())?;
+        if config.large_pages {
+            large_pages_anonymous(&store);
+        }
+        return Ok(store);
     };
+    if config.large_pages {
+        info!(
+            "-L with -e: huge pages for {} come from its tmpfs mount (huge=within_size, see docs/deploy.md), not from pincache",
+            path.display()
+        );
+    }
     let in_file =
         |e: io::Error| io::Error::new(e.kind(), format!("memory file {}: {e}", path.display()));
     let (store, start) = Store::with_memory_file(store_config, path).map_err(in_file)?;
@@ -454,6 +464,37 @@ fn open_store(config: &Config) -> io::Result<Store> {
     }
     log_memory_file_start(path, start);
     Ok(store)
+}
+
+/// Where the kernel's transparent huge page switch is read.
+const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+
+/// `-L` without `-e`: asks for huge pages over the arena and says once what
+/// came of it. THP `never` (or no THP at all) makes the advice a no-op: warned.
+fn large_pages_anonymous(store: &Store) {
+    let mode = std::fs::read_to_string(THP_ENABLED).ok();
+    let selected = mode.as_deref().and_then(thp_selected);
+    if let Err(e) = store.advise_huge_pages() {
+        warn!("-L has no effect: madvise(MADV_HUGEPAGE) on the item memory failed: {e}");
+        return;
+    }
+    match selected {
+        Some("always" | "madvise") => info!(
+            "-L: item memory aligned to 2 MB and advised MADV_HUGEPAGE (transparent huge pages: {})",
+            selected.unwrap_or_default()
+        ),
+        Some(other) => warn!(
+            "-L has no effect: {THP_ENABLED} is {other}; transparent huge pages are off"
+        ),
+        None => warn!("-L has no effect: {THP_ENABLED} cannot be read; no transparent huge pages"),
+    }
+}
+
+/// The bracketed choice of a sysfs switch (`always [madvise] never` -> `madvise`).
+fn thp_selected(line: &str) -> Option<&str> {
+    let start = line.find('[')? + 1;
+    let len = line[start..].find(']')?;
+    Some(&line[start..start + len])
 }
 
 /// The start-up lines of `-e`: what came back (and, with `--verify-restore`,

@@ -8,6 +8,10 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
+/// A transparent huge page on x86-64 and most arm64 kernels: the anonymous arena
+/// starts on this boundary so that `-L` can have every 2 MiB of it as one page.
+pub const HUGE_PAGE: usize = 2 << 20;
+
 /// A zero-filled (when new), page-aligned byte region of fixed length.
 pub struct Arena {
     ptr: *mut u8,
@@ -18,10 +22,47 @@ pub struct Arena {
 }
 
 impl Arena {
-    /// Reserves `len` bytes of address space; no memory is committed yet.
+    /// Reserves `len` bytes of address space, starting on a `HUGE_PAGE`
+    /// boundary; no memory is committed yet. The alignment costs only address
+    /// space (a reservation `HUGE_PAGE` longer, its unaligned ends unmapped).
     pub fn new(len: usize) -> io::Result<Arena> {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-        Self::map(len, flags, -1, false)
+        let len = len.max(1);
+        let mut wide = Self::map(len + HUGE_PAGE, flags, -1, false)?;
+        let raw = wide.ptr as usize;
+        let head = raw.next_multiple_of(HUGE_PAGE) - raw;
+        // The tail is unmapped from the first page boundary after the arena.
+        let kept = head + len.next_multiple_of(4096);
+        let tail = wide.len.saturating_sub(kept);
+        // SAFETY: both ranges lie inside the mapping just made, start page
+        // aligned (mmap returns page-aligned memory) and nothing refers to them.
+        unsafe {
+            if head > 0 {
+                libc::munmap(wide.ptr.cast(), head);
+            }
+            if tail > 0 {
+                libc::munmap(wide.ptr.add(kept).cast(), tail);
+            }
+            wide.ptr = wide.ptr.add(head);
+        }
+        wide.len = len;
+        Ok(wide)
+    }
+
+    /// `-L`: asks the kernel for transparent huge pages over the whole arena
+    /// (`MADV_HUGEPAGE`; it matters when THP `enabled` is `madvise`).
+    pub fn advise_huge_pages(&self) -> io::Result<()> {
+        // SAFETY: exactly our mapping; the advice changes no contents.
+        if unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_HUGEPAGE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Whether the mapping starts on a `HUGE_PAGE` boundary.
+    #[cfg(test)]
+    pub fn huge_aligned(&self) -> bool {
+        (self.ptr as usize).is_multiple_of(HUGE_PAGE)
     }
 
     /// Maps the first `len` bytes of `file` shared: writes land in the file.
@@ -110,6 +151,24 @@ impl Drop for Arena {
         // SAFETY: unmapping exactly the mapping made in `map`.
         unsafe {
             libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_arenas_start_on_a_huge_page_boundary_and_keep_their_length() {
+        for len in [1, 4096, 3 << 20, (64 << 20) + 4096, 12345] {
+            let mut a = Arena::new(len).unwrap();
+            assert!(a.huge_aligned(), "len {len}");
+            assert_eq!(a.bytes().len(), len);
+            let last = len - 1;
+            a.bytes_mut()[last] = 7;
+            assert_eq!(a.bytes()[last], 7);
         }
     }
 }

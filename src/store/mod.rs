@@ -292,6 +292,12 @@ impl Store {
     }
 
     /// The memory file (`-e`), if there is one, and whether it is on tmpfs.
+    /// `-L` on the anonymous arena: transparent huge pages asked for over all of
+    /// it (a memory file's pages come from its tmpfs mount instead).
+    pub fn advise_huge_pages(&self) -> io::Result<()> {
+        self.segments.arena().advise_huge_pages()
+    }
+
     pub fn memory_file(&self) -> Option<(&Path, bool)> {
         self.memory_file
             .as_ref()
