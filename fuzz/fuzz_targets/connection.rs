@@ -8,7 +8,8 @@
 //! ```text
 //!  input:  | c0 | c1 | c2 | c3 | request stream ...                      |
 //!    c0: bits 0-1 item size max (64K/128K/256K/1M), bits 2-3 memory (4/2/1/4 MB),
-//!        bit 4 SASL on, bit 5 vary keys between repeats
+//!        bit 4 SASL on, bit 5 vary keys between repeats, bits 6-7 the value size
+//!        from which a SET's value is read in place (1, 100, 16K, never)
 //!    c1: output high-water mark    c2: repeats of the stream (more memory churn)
 //!    c3: seed for chunk sizes and clock jumps
 //! ```
@@ -26,6 +27,7 @@ use pincache::config::Config;
 use pincache::protocol::header::{be16, be32, be64, RESPONSE_MAGIC};
 use pincache::protocol::request::{parse, Extras, Limits, ParseError};
 use pincache::protocol::{Opcode, Status, HEADER_LEN, MAX_KEY_LEN};
+use pincache::server::arrival::Arrival;
 use pincache::server::conns::ConnTable;
 use pincache::server::dispatch::{process, Context, Direct, Protocol, Session};
 use pincache::server::log_limit::LogLimit;
@@ -167,9 +169,12 @@ struct Run {
     limits: Limits,
     max_frame: usize,
     high_water: usize,
+    in_place_min: usize,
     rng: Rng,
     stream: Vec<u8>,
     frames: Vec<Frame>,
+    /// Where the incomplete frame at the stream's end (not in `frames`) starts.
+    tail_at: usize,
     /// Model of the keys; a key not in the map is absent (the store starts empty).
     model: HashMap<Vec<u8>, Held>,
     authenticated: bool,
@@ -204,7 +209,7 @@ impl Run {
         for _ in 0..repeats {
             stream.extend_from_slice(body);
         }
-        let frames = frame_stream(&mut stream, body.len(), vary_keys, &limits);
+        let (frames, tail_at) = frame_stream(&mut stream, body.len(), vary_keys, &limits);
         Run {
             store,
             stats: Stats::default(),
@@ -223,9 +228,11 @@ impl Run {
             limits,
             max_frame: HEADER_LEN + 20 + MAX_KEY_LEN + item_size_max,
             high_water,
+            in_place_min: [1, 100, 16 * 1024, usize::MAX][usize::from(config[0] >> 6)],
             rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(config[3]) << 32 | body.len() as u64)),
             stream,
             frames,
+            tail_at,
             model: HashMap::new(),
             authenticated: false,
             last_cas: 0,
@@ -234,7 +241,10 @@ impl Run {
     }
 
     /// Feeds the stream chunk by chunk, as reads from a socket would deliver it.
+    /// While a value is read in place, a chunk goes straight into its item
+    /// (`Connection::fill_arriving`) or through the input like any other.
     fn run(mut self) {
+        let mut arriving: Option<Arrival> = None;
         let stream = std::mem::take(&mut self.stream);
         let mut input: Vec<u8> = Vec::new();
         let mut out: Vec<u8> = Vec::new();
@@ -258,6 +268,15 @@ impl Run {
                 2 => 1 + self.rng.below(left),
                 _ => left,
             };
+            let mut chunk = chunk;
+            if let Some(a) = arriving.as_mut().filter(|a| a.value_left() > 0) {
+                if self.rng.below(2) == 0 {
+                    let n = chunk.min(a.value_left());
+                    a.room(&mut self.store)[..n].copy_from_slice(&stream[fed..fed + n]);
+                    a.advance(n);
+                    (fed, base, chunk) = (fed + n, base + n, chunk - n);
+                }
+            }
             input.extend_from_slice(&stream[fed..fed + chunk]);
             fed += chunk;
             // Connection::answer, repeated while it stops at the high-water mark
@@ -271,6 +290,20 @@ impl Run {
                     if skip > 0 {
                         break;
                     }
+                }
+                if let Some(a) = arriving.as_mut() {
+                    let n = a.feed(&input, &mut self.store);
+                    input.drain(..n);
+                    base += n;
+                    if !a.is_complete() {
+                        break;
+                    }
+                    out.clear();
+                    if let Some(a) = arriving.take() {
+                        let mut log = LogLimit::new(std::time::Instant::now());
+                        a.finish(&mut self.context(&mut log), &mut out);
+                    }
+                    next_frame = self.check_batch(&stream, &out, next_frame, base, false);
                 }
                 if input.is_empty() {
                     break;
@@ -291,20 +324,13 @@ impl Run {
                         min_value,
                     };
                     let mut log = LogLimit::new(std::time::Instant::now());
-                    let mut ctx = Context {
-                        store: &mut self.store,
-                        stats: &mut self.stats,
-                        settings: &self.settings,
-                        sasl: self.sasl.as_ref(),
-                        limits: self.limits,
-                        log: &mut log,
-                        conns: &self.conns,
-                    };
+                    let high_water = self.high_water;
+                    let mut ctx = self.context(&mut log);
                     process(
                         &input,
                         &mut out,
                         Some(&mut direct),
-                        self.high_water,
+                        high_water,
                         &mut ctx,
                         &mut session,
                         "fuzz",
@@ -312,10 +338,23 @@ impl Run {
                 };
                 assert!(progress.consumed <= input.len());
                 let end = base + progress.consumed;
+                // A frame whose value is arriving is answered when it is complete.
+                let checked = match progress.arrival {
+                    Some(_) => self.frame_start_before(end),
+                    None => end,
+                };
                 let mut answers = std::mem::take(&mut socket.wire);
                 answers.extend_from_slice(&out[sent..]);
-                next_frame = self.check_batch(&stream, &answers, next_frame, end, progress.close);
+                next_frame =
+                    self.check_batch(&stream, &answers, next_frame, checked, progress.close);
                 assert_eq!(session.authenticated, self.authenticated);
+                if progress.arrival.is_some() {
+                    assert!(!progress.close && progress.skip == 0);
+                    input.drain(..progress.consumed);
+                    base = end;
+                    arriving = progress.arrival;
+                    continue;
+                }
                 if !progress.close && !progress.throttled && progress.consumed < input.len() {
                     // Stopped on an incomplete frame: the connection's buffer grows to
                     // min(need, max_frame), which must be enough to make progress.
@@ -351,6 +390,37 @@ impl Run {
                 self.store.run_due_work(budget);
                 self.check_store();
             }
+        }
+        // The client went away mid-value: its item's room becomes dead space.
+        if let Some(a) = arriving.take() {
+            a.abandon(&mut self.store);
+            self.check_store();
+        }
+    }
+
+    /// The context `process` runs in.
+    fn context<'a>(&'a mut self, log: &'a mut LogLimit) -> Context<'a> {
+        Context {
+            store: &mut self.store,
+            stats: &mut self.stats,
+            settings: &self.settings,
+            sasl: self.sasl.as_ref(),
+            limits: self.limits,
+            log,
+            conns: &self.conns,
+            in_place_min: self.in_place_min,
+        }
+    }
+
+    /// Where the frame holding stream offset `end - 1` starts.
+    fn frame_start_before(&self, end: usize) -> usize {
+        if end > self.tail_at {
+            return self.tail_at;
+        }
+        let after = self.frames.partition_point(|f| f.at < end);
+        match after.checked_sub(1) {
+            Some(i) => self.frames[i].at,
+            None => panic!("no frame before {end}"),
         }
     }
 
@@ -833,7 +903,7 @@ fn frame_stream(
     body_len: usize,
     vary_keys: bool,
     limits: &Limits,
-) -> Vec<Frame> {
+) -> (Vec<Frame>, usize) {
     let mut frames = Vec::new();
     let mut pos = 0usize;
     while stream.len() - pos >= HEADER_LEN {
@@ -908,5 +978,5 @@ fn frame_stream(
         }
         pos += len as usize;
     }
-    frames
+    (frames, pos)
 }

@@ -10,7 +10,9 @@
 //!
 //! ```text
 //!  input:  | c0 | op0 a0 b0 | op1 a1 b1 | ...
-//!    c0: output high-water mark and chunking seed; each op: command, key, argument
+//!    c0: bits 0-1 output high-water mark, bits 2-3 the value size from which a
+//!        data block is read in place (1, 6, 12, never), all: chunking seed;
+//!        each op: command, key, argument
 //! ```
 
 #![no_main]
@@ -21,6 +23,7 @@ use std::time::Instant;
 use libfuzzer_sys::fuzz_target;
 use pincache::config::Config;
 use pincache::protocol::Limits;
+use pincache::server::arrival::Arrival;
 use pincache::server::conns::ConnTable;
 use pincache::server::dispatch::{process, Context, Protocol, Session};
 use pincache::server::log_limit::LogLimit;
@@ -86,6 +89,8 @@ fn run(config: u8, stream: &[u8]) -> Vec<u8> {
         ..Session::default()
     };
     let high_water = HIGH_WATER[usize::from(config & 3)];
+    let in_place_min = [1, 6, 12, usize::MAX][usize::from((config >> 2) & 3)];
+    let mut arriving: Option<Arrival> = None;
     let mut rng = u64::from(config) << 8 | 1;
     let (mut input, mut got, mut out) = (Vec::new(), Vec::new(), Vec::new());
     let (mut fed, mut skip) = (0usize, 0u64);
@@ -93,17 +98,25 @@ fn run(config: u8, stream: &[u8]) -> Vec<u8> {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let chunk = (1 + (rng % 300) as usize).min(stream.len() - fed);
+        let mut chunk = (1 + (rng % 300) as usize).min(stream.len() - fed);
+        // A read while a value arrives may go straight into its item.
+        if let Some(a) = arriving.as_mut().filter(|a| a.value_left() > 0) {
+            if rng & 0x100 != 0 {
+                let n = chunk.min(a.value_left());
+                a.room(&mut store)[..n].copy_from_slice(&stream[fed..fed + n]);
+                a.advance(n);
+                (fed, chunk) = (fed + n, chunk - n);
+            }
+        }
         input.extend_from_slice(&stream[fed..fed + chunk]);
         fed += chunk;
         loop {
             let dropped = skip.min(input.len() as u64) as usize;
             input.drain(..dropped);
             skip -= dropped as u64;
-            if skip > 0 || input.is_empty() {
+            if skip > 0 {
                 break;
             }
-            out.clear();
             let mut ctx = Context {
                 store: &mut store,
                 stats: &mut stats,
@@ -114,7 +127,22 @@ fn run(config: u8, stream: &[u8]) -> Vec<u8> {
                 },
                 log: &mut log,
                 conns: &conns,
+                in_place_min,
             };
+            if let Some(a) = arriving.as_mut() {
+                let n = a.feed(&input, ctx.store);
+                input.drain(..n);
+                if !a.is_complete() {
+                    break;
+                }
+                if let Some(a) = arriving.take() {
+                    a.finish(&mut ctx, &mut got);
+                }
+            }
+            if input.is_empty() {
+                break;
+            }
+            out.clear();
             let p = process(
                 &input,
                 &mut out,
@@ -131,6 +159,10 @@ fn run(config: u8, stream: &[u8]) -> Vec<u8> {
             if p.close {
                 return got;
             }
+            if p.arrival.is_some() {
+                arriving = p.arrival;
+                continue;
+            }
             if !p.throttled {
                 break;
             }
@@ -138,6 +170,9 @@ fn run(config: u8, stream: &[u8]) -> Vec<u8> {
         if let Err(e) = store.check_consistency() {
             panic!("store inconsistent: {e}");
         }
+    }
+    if let Some(a) = arriving.take() {
+        a.abandon(&mut store);
     }
     got
 }

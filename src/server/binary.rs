@@ -4,12 +4,13 @@
 
 use log::debug;
 
+use super::arrival::{Answer, Arrival, Pending};
 use super::dispatch::{
     client_log, execute, put_value, refuse_too_large, Context, Direct, Progress, Session,
 };
 use super::stats::{self, StatFormat, Stats, VERSION};
 use crate::protocol::binary::encoder::{status_of, Reply};
-use crate::protocol::binary::parser::frame_len;
+use crate::protocol::binary::parser::{frame_len, partial_store, Extras};
 use crate::protocol::{parse, Command, Opcode, Outcome, ParseError, Request, Status, StoreMode};
 
 /// Answers every complete frame at the front of the batch's input.
@@ -39,7 +40,13 @@ pub fn process(
                 }
             }
             Err(ParseError::Incomplete) => {
-                progress.need = frame_len(&input[pos..]);
+                match arrive(&input[pos..], ctx, session) {
+                    Some((head, arrival)) => {
+                        pos += head;
+                        progress.arrival = Some(arrival);
+                    }
+                    None => progress.need = frame_len(&input[pos..]),
+                }
                 break;
             }
             Err(error) => {
@@ -66,6 +73,37 @@ pub fn process(
     }
     progress.consumed = pos;
     progress
+}
+
+/// Starts reading the value of the SET/ADD/REPLACE at the front of `input` into
+/// its item, if it is large and not all in; returns where its value starts.
+#[cold]
+#[inline(never)]
+fn arrive(input: &[u8], ctx: &mut Context<'_>, session: &Session) -> Option<(usize, Arrival)> {
+    let (request, head, value_len) = partial_store(input, &ctx.limits)?;
+    if value_len < ctx.in_place_min || must_authenticate(request.opcode, ctx, session) {
+        return None;
+    }
+    let Extras::Store { flags, exptime } = request.extras else {
+        return None;
+    };
+    let mode = match request.command {
+        Opcode::Add => StoreMode::Add,
+        Opcode::Replace => StoreMode::Replace,
+        _ => StoreMode::Set,
+    };
+    let pending = Pending {
+        mode,
+        flags,
+        exptime,
+        cas: request.cas,
+        answer: Answer::Binary {
+            reply: request.reply(),
+            quiet: request.quiet,
+        },
+    };
+    let arrival = Arrival::begin(ctx.store, request.key, value_len, pending)?;
+    Some((head, arrival))
 }
 
 enum Refused {

@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use mio::net::{TcpStream, UnixStream};
 
+use super::arrival::Arrival;
 use super::dispatch::{self, Context, Direct, Session};
 use crate::protocol::HEADER_LEN;
+use crate::store::Store;
 
 /// The loop's one read buffer, shared by every connection: a socket is read into
 /// it and its requests are answered straight from it, so an idle connection holds
@@ -106,6 +108,9 @@ pub struct Connection {
     out_start: usize,
     /// Bytes of a refused frame still to discard.
     skip: u64,
+    /// A storage command whose value is being read straight into its item: the
+    /// next input bytes are its own. While it is here the input buffer is empty.
+    arriving: Option<Arrival>,
     /// Close once the output is sent (QUIT, protocol error).
     closing: bool,
     /// The peer closed its side; answer what is buffered, then close.
@@ -132,6 +137,7 @@ impl Connection {
             output: Vec::new(),
             out_start: 0,
             skip: 0,
+            arriving: None,
             closing: false,
             eof: false,
             session: Session::default(),
@@ -182,7 +188,9 @@ impl Connection {
             if drained && !peer_closed {
                 return Liveness::Open;
             }
-            let read = if self.in_start < self.in_end {
+            let read = if self.arriving.as_ref().is_some_and(|a| a.value_left() > 0) {
+                self.fill_arriving(ctx, shared, max_frame)
+            } else if self.in_start < self.in_end {
                 self.fill_own(ctx)
             } else {
                 self.fill_shared(ctx, shared, max_frame)
@@ -196,8 +204,17 @@ impl Connection {
         }
     }
 
-    /// Answers requests from `data`, honouring a pending skip; stops at the
-    /// output's high-water mark or at an incomplete frame.
+    /// The connection is going away: a value still arriving is given up (its
+    /// item's room becomes dead space; the key keeps what it held).
+    pub fn release(&mut self, store: &mut Store) {
+        if let Some(arrival) = self.arriving.take() {
+            arrival.abandon(store);
+        }
+    }
+
+    /// Answers requests from `data`, honouring a pending skip and a value being
+    /// read in place; stops at the output's high-water mark or at an
+    /// incomplete frame.
     fn consume(&mut self, data: &[u8], ctx: &mut Context<'_>) -> Consumed {
         let mut at = 0;
         if self.skip > 0 {
@@ -212,13 +229,38 @@ impl Connection {
                 };
             }
         }
-        if self.closing || at == data.len() {
-            return Consumed {
-                bytes: data.len(),
-                throttled: false,
-                need: None,
-            };
+        loop {
+            if let Some(arrival) = self.arriving.as_mut() {
+                at += arrival.feed(&data[at..], ctx.store);
+                if !arrival.is_complete() {
+                    return Consumed {
+                        bytes: at,
+                        throttled: false,
+                        need: None,
+                    };
+                }
+                if let Some(arrival) = self.arriving.take() {
+                    arrival.finish(ctx, &mut self.output);
+                }
+            }
+            if self.closing || at == data.len() {
+                return Consumed {
+                    bytes: data.len(),
+                    throttled: false,
+                    need: None,
+                };
+            }
+            let done = self.process(&data[at..], ctx);
+            at += done.bytes;
+            if self.arriving.is_none() {
+                return Consumed { bytes: at, ..done };
+            }
         }
+    }
+
+    /// One pass of the protocol over `data`; a value to be read in place is
+    /// left in `self.arriving`.
+    fn process(&mut self, data: &[u8], ctx: &mut Context<'_>) -> Consumed {
         let high_water = self.out_start + OUTPUT_HIGH_WATER_BYTES;
         let mut direct = Direct {
             socket: &mut self.stream,
@@ -226,7 +268,7 @@ impl Connection {
             min_value: DIRECT_VALUE_BYTES,
         };
         let progress = dispatch::process(
-            &data[at..],
+            data,
             &mut self.output,
             Some(&mut direct),
             high_water,
@@ -238,8 +280,9 @@ impl Connection {
         if progress.close {
             self.closing = true;
         }
+        self.arriving = progress.arrival;
         Consumed {
-            bytes: at + progress.consumed,
+            bytes: progress.consumed,
             throttled: progress.throttled,
             need: progress.need,
         }
@@ -305,8 +348,46 @@ impl Connection {
             Some(0) => return Ok(Fill::Eof),
             Some(n) => n,
         };
-        let done = self.consume(&shared[..n], ctx);
-        let rest = &shared[done.bytes.min(n)..n];
+        self.answer_read(ctx, &shared[..n], max_frame);
+        Ok(Fill::Data {
+            short: n < shared.len(),
+        })
+    }
+
+    /// Reads the rest of an arriving value straight into its item, and what
+    /// follows it into the shared buffer, with one readv; answers what follows.
+    fn fill_arriving(
+        &mut self,
+        ctx: &mut Context<'_>,
+        shared: &mut [u8],
+        max_frame: usize,
+    ) -> io::Result<Fill> {
+        let Some(arrival) = self.arriving.as_mut() else {
+            return Ok(Fill::WouldBlock);
+        };
+        let room = arrival.room(ctx.store);
+        let room_len = room.len();
+        let n = match read_two(&self.stream, room, shared)? {
+            None => return Ok(Fill::WouldBlock),
+            Some(0) => return Ok(Fill::Eof),
+            Some(n) => n,
+        };
+        ctx.stats.bytes_read += n as u64;
+        arrival.advance(n.min(room_len));
+        let after = n.saturating_sub(room_len);
+        // Also when nothing followed: a binary value is complete once in.
+        self.answer_read(ctx, &shared[..after], max_frame);
+        Ok(Fill::Data {
+            short: n < room_len + shared.len(),
+        })
+    }
+
+    /// Answers what a read put in the shared buffer; what is left over (part of
+    /// a frame, or requests held back by a full output) moves to our own buffer.
+    fn answer_read(&mut self, ctx: &mut Context<'_>, read: &[u8], max_frame: usize) {
+        let n = read.len();
+        let done = self.consume(read, ctx);
+        let rest = &read[done.bytes.min(n)..n];
         if !rest.is_empty() && !self.closing {
             let need = done
                 .need
@@ -320,9 +401,6 @@ impl Connection {
             self.in_start = 0;
             self.in_end = rest.len();
         }
-        Ok(Fill::Data {
-            short: n < shared.len(),
-        })
     }
 
     /// Reads more of a frame into the connection's own buffer.
@@ -388,6 +466,35 @@ fn read_some(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One readv into `first`, then `second`: like `read_some` over the two
+/// (the caller counts the bytes).
+fn read_two(stream: &Stream, first: &mut [u8], second: &mut [u8]) -> io::Result<Option<usize>> {
+    let iov = [
+        libc::iovec {
+            iov_base: first.as_mut_ptr().cast(),
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_mut_ptr().cast(),
+            iov_len: second.len(),
+        },
+    ];
+    loop {
+        // SAFETY: each iovec names one of two distinct slices borrowed uniquely
+        // for this call, with its own length; readv(2) writes only within them.
+        let rc = unsafe { libc::readv(stream.as_raw_fd(), iov.as_ptr(), 2) };
+        if rc >= 0 {
+            return Ok(Some(rc as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(e),
         }
     }
 }

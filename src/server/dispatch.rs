@@ -7,6 +7,7 @@ use std::io::{self, IoSlice, Write};
 
 use log::{log_enabled, Level};
 
+use super::arrival::Arrival;
 use super::conns::ConnTable;
 use super::log_limit::LogLimit;
 use super::sasl::Sasl;
@@ -25,6 +26,9 @@ pub struct Context<'a> {
     pub log: &'a mut LogLimit,
     /// Every connection, for `stats conns`.
     pub conns: &'a ConnTable,
+    /// A SET whose value of at least this many bytes is not all in yet is read
+    /// into its item in place (`arrival`); `usize::MAX` turns that off.
+    pub in_place_min: usize,
 }
 
 /// The protocol a connection speaks, fixed by its first byte.
@@ -103,7 +107,7 @@ pub fn put_value(
 }
 
 /// What the connection should do after a batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Progress {
     /// Input bytes consumed (whole requests, plus the start of a skipped one).
     pub consumed: usize,
@@ -115,6 +119,9 @@ pub struct Progress {
     pub need: Option<u64>,
     /// Stopped because the output reached the high-water mark.
     pub throttled: bool,
+    /// Stopped at a storage command whose value is being read in place: the
+    /// bytes after `consumed` belong to it first.
+    pub arrival: Option<Arrival>,
 }
 
 /// Answers every complete request at the front of `input` until the output holds
@@ -297,7 +304,16 @@ fn write<'s>(
             store.concat(key, value, mode == StoreMode::Prepend, cas)
         }
     };
-    let guarded = cas != 0;
+    stored(result, cas != 0, stats)
+}
+
+/// The outcome of a SET-like command, counted as memcached counts it;
+/// `guarded`: it carried a CAS.
+pub fn stored(
+    result: Result<u64, StoreError>,
+    guarded: bool,
+    stats: &mut Stats,
+) -> Outcome<'static> {
     match result {
         Ok(cas) => {
             if guarded {

@@ -14,6 +14,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::arrival::IN_PLACE_VALUE_BYTES;
 use super::connection::{Connection, Liveness, Stream, READ_BUFFER_BYTES};
 use super::conns::ConnTable;
 use super::dispatch::{Context, Protocol};
@@ -322,6 +323,7 @@ impl Server {
             limits: self.limits,
             log: &mut self.log_limit,
             conns: &self.conn_table,
+            in_place_min: IN_PLACE_VALUE_BYTES,
         };
         let liveness = conn.drive(&mut ctx, &mut self.read_buffer, max_frame, peer_closed);
         let spoke = conn.session.protocol != Protocol::Unknown;
@@ -334,6 +336,7 @@ impl Server {
     fn close(&mut self, key: usize) {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
+            conn.release(&mut self.store);
             let _ = self.poll.registry().deregister(conn.stream.source());
             debug!("closed {}", conn.peer);
             self.conn_table.remove(key);
@@ -383,6 +386,7 @@ impl Server {
                 limits: self.limits,
                 log: &mut self.log_limit,
                 conns: &self.conn_table,
+                in_place_min: IN_PLACE_VALUE_BYTES,
             };
             for (key, conn) in self.conns.iter_mut() {
                 if conn.flush(&mut ctx).is_err() || conn.pending_output() == 0 {
@@ -401,6 +405,10 @@ impl Server {
             if let Some(path) = &self.settings.config.unix_socket {
                 let _ = std::fs::remove_file(path);
             }
+        }
+        // Values still arriving are given up: their items stay dead.
+        for (_, conn) in self.conns.iter_mut() {
+            conn.release(&mut self.store);
         }
         self.save_for_restart();
     }

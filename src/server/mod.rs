@@ -2,6 +2,7 @@
 //! protocols and the store meet (`dispatch` executes, `binary` and `text` drive
 //! their protocol's parser and encoder).
 
+pub mod arrival;
 pub mod binary;
 pub mod connection;
 pub mod conns;

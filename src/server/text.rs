@@ -2,6 +2,7 @@
 //! commands -> the shared executor -> text answers. `noreply` silences every
 //! answer of its command, errors included, as in memcached 1.6.18.
 
+use super::arrival::{Answer, Arrival, Pending};
 use super::dispatch::{
     execute, put_value, refuse_too_large, Batch, Context, Direct, Progress, Session,
 };
@@ -29,6 +30,11 @@ pub enum Step {
     },
     /// The data block is not all in: the whole request takes this many bytes.
     Need(u64),
+    /// The data block is being read into its item: the line is consumed.
+    Arrive {
+        line: usize,
+        arrival: Arrival,
+    },
     Close,
 }
 
@@ -87,6 +93,11 @@ pub fn process(
             }
             Step::Need(need) => {
                 progress.need = Some(need);
+                break;
+            }
+            Step::Arrive { line, arrival } => {
+                pos += line;
+                progress.arrival = Some(arrival);
                 break;
             }
             Step::Close => {
@@ -233,6 +244,18 @@ fn store(
         return Step::Close;
     }
     if rest.len() < total {
+        if data_len >= ctx.in_place_min {
+            let pending = Pending {
+                mode,
+                flags,
+                exptime,
+                cas,
+                answer: Answer::Text { noreply },
+            };
+            if let Some(arrival) = Arrival::begin(ctx.store, key, data_len, pending) {
+                return Step::Arrive { line: len, arrival };
+            }
+        }
         return Step::Need(total as u64);
     }
     if &rest[len + data_len..total] != b"\r\n" {

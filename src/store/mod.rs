@@ -80,6 +80,24 @@ pub enum Mode {
     Replace,
 }
 
+/// An item written ahead of its value (`Store::reserve`). Not `Clone`: it is
+/// spent exactly once, by `Store::complete` or `Store::abandon`.
+#[derive(Debug)]
+pub struct Reservation {
+    addr: usize,
+    len: usize,
+    /// Arena address of the value.
+    value_at: usize,
+    value_len: usize,
+    expiry: u32,
+}
+
+impl Reservation {
+    pub fn value_len(&self) -> usize {
+        self.value_len
+    }
+}
+
 /// A stored item as read: borrowed from segment memory until the next mutation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Item<'a> {
@@ -446,17 +464,124 @@ impl Store {
             }
             return Err(StoreError::TooLarge);
         }
-        let existing = self.lookup(hash, key);
-        match (existing, cas, mode) {
-            (None, 0, Mode::Replace) | (None, 1.., _) => return Err(StoreError::NotFound),
-            (Some(_), 0, Mode::Add) => return Err(StoreError::Exists),
-            (Some((_, header)), 1.., _) if header.cas != cas => return Err(StoreError::Exists),
-            _ => {}
-        }
+        self.admit(hash, key, mode, cas)?;
         let new_cas = self.take_cas();
         self.write_item(hash, key, value, flags, expiry, new_cas)?;
         self.counts.total_items += 1;
         Ok(new_cas)
+    }
+
+    /// Whether `mode` (with a compare-and-swap when `cas` is non-zero) may write
+    /// `key` now.
+    fn admit(&mut self, hash: u64, key: &[u8], mode: Mode, cas: u64) -> Result<(), StoreError> {
+        match (self.lookup(hash, key), cas, mode) {
+            (None, 0, Mode::Replace) | (None, 1.., _) => Err(StoreError::NotFound),
+            (Some(_), 0, Mode::Add) => Err(StoreError::Exists),
+            (Some((_, header)), 1.., _) if header.cas != cas => Err(StoreError::Exists),
+            _ => Ok(()),
+        }
+    }
+
+    // ---- values read in place ----
+
+    /// Room for an item whose value has not arrived yet, so that the value can
+    /// be read straight into it (`value_mut`), then `complete`d as a SET, ADD,
+    /// REPLACE or CAS would store it, or `abandon`ed. Until then the item is
+    /// written as dead (no walk, eviction or warm restart takes it for live) and
+    /// its segment is pinned. `None` when it is over the size limit, memory is
+    /// short, or a quarter of the segments are pinned already: the caller then
+    /// buffers the value as before, so slow senders cannot pin the whole cache.
+    pub fn reserve(
+        &mut self,
+        key: &[u8],
+        value_len: usize,
+        flags: u32,
+        exptime: u32,
+    ) -> Option<Reservation> {
+        let allowed = self.eviction.segments_allowed(&self.segments, &self.index);
+        if !self.fits(key.len(), value_len) || self.segments.pinned() >= (allowed / 4).max(1) {
+            return None;
+        }
+        let expiry = self.clock.expiry(exptime);
+        let len = item::item_len(key.len(), value_len, flags, expiry);
+        let addr = self.alloc(len, ttl_bucket(expiry, self.clock.now())).ok()?;
+        let bytes = &mut self.segments.bytes_mut()[addr..addr + len];
+        let fields = item::Fields {
+            flags,
+            expiry,
+            cas: 0,
+            access: 0,
+        };
+        let value_at = item::encode(bytes, key, value_len, fields);
+        bytes[0] |= DEAD;
+        self.segments.pin(addr);
+        Some(Reservation {
+            addr,
+            len,
+            value_at: addr + value_at,
+            value_len,
+            expiry,
+        })
+    }
+
+    /// The reserved item's value bytes, to be filled (their contents until then
+    /// are whatever the segment held).
+    pub fn value_mut(&mut self, reservation: &Reservation) -> &mut [u8] {
+        let at = reservation.value_at;
+        &mut self.segments.bytes_mut()[at..at + reservation.value_len]
+    }
+
+    /// Links a reserved item whose value is now in place, under memcached's
+    /// rules for `mode` and `cas` at this moment (as `store`). On an error the
+    /// reservation stays dead space. Returns the new item's CAS.
+    pub fn complete(
+        &mut self,
+        reservation: Reservation,
+        mode: Mode,
+        cas: u64,
+    ) -> Result<u64, StoreError> {
+        let addr = reservation.addr;
+        let header = self.segments.header(addr);
+        let mut key_buf = [0u8; 256];
+        let key = &mut key_buf[..header.key_len];
+        key.copy_from_slice(self.segments.key(addr, &header));
+        let key = &*key;
+        let hash = self.index.hash(key);
+        let linked = self.admit(hash, key, mode, cas).and_then(|()| {
+            self.eviction
+                .reserve_index(&mut self.segments, &mut self.index, &self.clock)
+        });
+        if let Err(e) = linked {
+            self.segments.unpin(addr);
+            return Err(e);
+        }
+        let (new_cas, now) = (self.take_cas(), self.clock.now());
+        let bytes = self.segments.bytes_mut();
+        // CAS and access time are the moment it is linked, as in memcached.
+        item::write_cas(bytes, addr + header.cas_at, new_cas);
+        item::write_access(bytes, addr + header.access_at(), now);
+        bytes[addr] &= !DEAD;
+        self.segments
+            .note_written(addr, reservation.len, reservation.expiry);
+        if let Some(old) = self.index.insert(hash, key, addr, self.segments.bytes()) {
+            let header = self.segments.header(old);
+            self.segments.mark_dead(old, &header);
+        }
+        self.segments.unpin(addr);
+        self.counts.total_items += 1;
+        Ok(new_cas)
+    }
+
+    /// The key a reservation was made for.
+    pub fn reserved_key(&self, reservation: &Reservation) -> &[u8] {
+        let header = self.segments.header(reservation.addr);
+        self.segments.key(reservation.addr, &header)
+    }
+
+    /// Gives up a reservation (the client went away, or sent a bad data block):
+    /// its bytes stay dead space and the key keeps what it held.
+    pub fn abandon(&mut self, reservation: Reservation) {
+        self.segments.unpin(reservation.addr);
     }
 
     /// APPEND (or PREPEND): the item keeps its flags and expiry.
@@ -826,3 +951,7 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod reserve_tests;

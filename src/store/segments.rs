@@ -49,6 +49,10 @@ pub struct Segment {
     /// Holds (or held) an item that never expires.
     pub immortal: bool,
     pub bucket: u8,
+    /// Values still arriving into reserved items here (`pin`): while non-zero the
+    /// segment is never a victim, never swept and never freed, so the bytes a
+    /// socket read is filling cannot be handed to other items.
+    pub arriving: u32,
 }
 
 impl Segment {
@@ -61,6 +65,7 @@ impl Segment {
         max_expiry: 0,
         immortal: false,
         bucket: 0,
+        arriving: 0,
     };
 }
 
@@ -96,6 +101,8 @@ pub struct Segments {
     live_bytes: u64,
     /// Free segments whose pages went back to the OS (a stat).
     released: u64,
+    /// Segments with a value arriving (`arriving > 0`).
+    pinned: usize,
 }
 
 impl Segments {
@@ -124,6 +131,7 @@ impl Segments {
             committed: 0,
             live_bytes: 0,
             released: 0,
+            pinned: 0,
         }
     }
 
@@ -219,9 +227,42 @@ impl Segments {
         let segment = &mut self.meta[id];
         segment.live_items -= 1;
         segment.live_bytes -= len;
+        if segment.live_items == 0 && segment.state == State::Sealed && segment.arriving == 0 {
+            self.free_segment(id as u32);
+        }
+    }
+
+    // ---- values arriving ----
+
+    /// Counts a value arriving into the segment holding `addr`: it stays put
+    /// (no eviction, sweep or reuse) until as many `unpin`s.
+    pub fn pin(&mut self, addr: usize) {
+        let segment = &mut self.meta[addr / self.segment_len];
+        if segment.arriving == 0 {
+            self.pinned += 1;
+        }
+        segment.arriving += 1;
+    }
+
+    /// A value that was arriving at `addr` is complete or abandoned; a sealed
+    /// segment left with nothing live and nothing arriving is free space at once.
+    pub fn unpin(&mut self, addr: usize) {
+        let id = addr / self.segment_len;
+        let segment = &mut self.meta[id];
+        debug_assert!(segment.arriving > 0, "unpin without pin");
+        segment.arriving = segment.arriving.saturating_sub(1);
+        if segment.arriving > 0 {
+            return;
+        }
+        self.pinned -= 1;
         if segment.live_items == 0 && segment.state == State::Sealed {
             self.free_segment(id as u32);
         }
+    }
+
+    /// Segments with a value arriving.
+    pub fn pinned(&self) -> usize {
+        self.pinned
     }
 
     pub fn live_bytes(&self) -> u64 {
@@ -270,7 +311,7 @@ impl Segments {
     /// Seals `id` (full): queued for eviction, or freed if nothing in it lives.
     pub fn seal(&mut self, id: u32) {
         let segment = &mut self.meta[id as usize];
-        if segment.live_items == 0 {
+        if segment.live_items == 0 && segment.arriving == 0 {
             self.free_segment(id);
             return;
         }
@@ -284,16 +325,31 @@ impl Segments {
     }
 
     /// The oldest sealed segment, or failing that any open tail, taken out of
-    /// the queue (state Open) to be compacted.
+    /// the queue (state Open) to be compacted. A segment with a value arriving
+    /// is passed over: it goes to the back of the queue (it was a tail moments
+    /// ago, so it is young anyway).
     pub fn next_victim(&mut self) -> Option<u32> {
+        let mut passed = 0;
         while let Some((id, epoch)) = self.fifo.pop_front() {
             let segment = &mut self.meta[id as usize];
-            if segment.epoch == epoch && segment.state == State::Sealed {
+            if segment.epoch != epoch || segment.state != State::Sealed {
+                continue;
+            }
+            if segment.arriving == 0 {
                 segment.state = State::Open;
                 return Some(id);
             }
+            self.fifo.push_back((id, epoch));
+            passed += 1;
+            if passed >= self.fifo.len() {
+                break;
+            }
         }
-        let bucket = self.tails.iter().position(Option::is_some)?;
+        let meta = &self.meta;
+        let bucket = self
+            .tails
+            .iter()
+            .position(|t| t.is_some_and(|id| meta[id as usize].arriving == 0))?;
         self.tails[bucket].take()
     }
 
@@ -317,6 +373,7 @@ impl Segments {
     /// 100 KB SET into released pages took 25 page faults, ~40% of its CPU).
     pub fn set_compacted(&mut self, id: u32, kept: Kept) {
         let segment = &mut self.meta[id as usize];
+        debug_assert_eq!(segment.arriving, 0, "compacted under an arriving value");
         segment.epoch = segment.epoch.wrapping_add(1);
         segment.write_at = kept.write_at;
         segment.live_items = kept.items;
@@ -335,6 +392,7 @@ impl Segments {
         if segment.state == State::Free {
             return;
         }
+        debug_assert_eq!(segment.arriving, 0, "freed under an arriving value");
         let bucket = usize::from(segment.bucket);
         *segment = Segment {
             epoch: segment.epoch.wrapping_add(1),
@@ -348,14 +406,36 @@ impl Segments {
         self.warm.push(id);
     }
 
-    /// Frees every segment (flush).
+    /// Frees every segment (flush). A segment with a value arriving keeps its
+    /// memory: its items are marked dead and it is sealed, to be freed once the
+    /// value is complete or abandoned and nothing in it lives.
     pub fn free_all(&mut self) {
-        for id in 0..self.meta.len() as u32 {
-            self.free_segment(id);
-        }
         self.fifo.clear();
+        for id in 0..self.meta.len() as u32 {
+            if self.meta[id as usize].arriving == 0 {
+                self.free_segment(id);
+            } else {
+                self.kill_all(id);
+            }
+        }
         self.tails = [None; TTL_BUCKETS];
         self.live_bytes = 0;
+    }
+
+    /// Marks every item of `id` dead and seals it (flush of a pinned segment).
+    fn kill_all(&mut self, id: u32) {
+        let (base, end) = (self.base(id), self.meta[id as usize].write_at);
+        let mut at = 0;
+        while at < end {
+            let header = self.header(base + at);
+            self.arena.bytes_mut()[base + at] |= DEAD;
+            at = self.next_at(at, &header);
+        }
+        let segment = &mut self.meta[id as usize];
+        segment.live_items = 0;
+        segment.live_bytes = 0;
+        segment.state = State::Sealed;
+        self.fifo.push_back((id, segment.epoch));
     }
 
     /// Hands a warm free segment's pages back to the OS; false if there is none.
@@ -392,6 +472,7 @@ impl Segments {
     pub fn wholly_expired(&self, now: u32) -> Option<u32> {
         let found = self.meta.iter().position(|s| {
             matches!(s.state, State::Open | State::Sealed)
+                && s.arriving == 0
                 && !s.immortal
                 && s.max_expiry != 0
                 && s.max_expiry <= now

@@ -559,7 +559,7 @@ fn a_128_mib_item_limit_stores_items_of_that_size() {
 // ---- warm restart ----
 
 /// A memory file path of its own for one test, on tmpfs where there is one.
-fn memory_path(name: &str) -> std::path::PathBuf {
+pub(super) fn memory_path(name: &str) -> std::path::PathBuf {
     let dir = if std::path::Path::new("/dev/shm").is_dir() {
         std::path::PathBuf::from("/dev/shm")
     } else {
@@ -571,7 +571,7 @@ fn memory_path(name: &str) -> std::path::PathBuf {
     path
 }
 
-fn open(mb: usize, path: &std::path::Path) -> (Store, Start) {
+pub(super) fn open(mb: usize, path: &std::path::Path) -> (Store, Start) {
     Store::with_memory_file(
         StoreConfig {
             memory_limit: mb << 20,
@@ -582,7 +582,7 @@ fn open(mb: usize, path: &std::path::Path) -> (Store, Start) {
     .unwrap()
 }
 
-fn cleanup(path: &std::path::Path) {
+pub(super) fn cleanup(path: &std::path::Path) {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(restart::meta_path(path));
 }

@@ -159,7 +159,33 @@ pub fn frame_len(input: &[u8]) -> Option<u64> {
 }
 
 /// Parses the request at the front of `input`, returning it and its frame length.
+#[inline(always)]
 pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize), ParseError<'a>> {
+    let (mut request, head, frame) = parse_head(input, limits)?;
+    if input.len() < frame {
+        return Err(ParseError::Incomplete);
+    }
+    request.value = &input[head..frame];
+    Ok((request, frame))
+}
+
+/// A SET, ADD or REPLACE (quiet or not) whose header, extras and key are in
+/// but whose value is not: the request (its value empty), where its value
+/// starts, and the value's length. `None` for anything else.
+pub fn partial_store<'a>(input: &'a [u8], limits: &Limits) -> Option<(Request<'a>, usize, usize)> {
+    let (request, head, frame) = parse_head(input, limits).ok()?;
+    let store = matches!(request.command, Opcode::Set | Opcode::Add | Opcode::Replace);
+    (store && input.len() < frame).then_some((request, head, frame - head))
+}
+
+/// Checks the header at the front of `input` and decodes it with its extras
+/// and key: the request (its value empty), where its value starts and where
+/// the frame ends. Incomplete until the key is in.
+#[inline(always)]
+fn parse_head<'a>(
+    input: &'a [u8],
+    limits: &Limits,
+) -> Result<(Request<'a>, usize, usize), ParseError<'a>> {
     if input.len() < HEADER_LEN {
         return Err(ParseError::Incomplete);
     }
@@ -213,11 +239,7 @@ pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize
     }
 
     let head = HEADER_LEN + extras_len + key_len;
-    // Only storage commands carry a value this large: it is refused unbuffered,
-    // once the key is in (a SET's refusal also deletes the key).
-    let too_large = value_len > limits.max_value_len;
-    let needed = if too_large { head } else { frame as usize };
-    if input.len() < needed {
+    if input.len() < head {
         return Err(ParseError::Incomplete);
     }
     let request = Request {
@@ -228,16 +250,18 @@ pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize
         cas,
         extras: decode_extras(command, &input[HEADER_LEN..HEADER_LEN + extras_len]),
         key: &input[HEADER_LEN + extras_len..head],
-        value: &input[head..needed],
+        value: &[],
     };
-    if too_large {
+    // Only storage commands carry a value this large: it is refused unbuffered,
+    // once the key is in (a SET's refusal also deletes the key).
+    if value_len > limits.max_value_len {
         return Err(ParseError::Skip {
             request,
             status: Status::ValueTooLarge,
             skip: frame,
         });
     }
-    Ok((request, needed))
+    Ok((request, head, frame as usize))
 }
 
 /// Whether extras, key and value lengths are the ones `command` takes

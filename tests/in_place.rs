@@ -1,0 +1,257 @@
+//! Large SET values read straight into their item (server/arrival.rs), seen from
+//! clients of both protocols: every size around the threshold reads back byte for
+//! byte while other connections pipeline small requests; a value that trickles in
+//! one byte at a time; a client that leaves halfway (the key keeps its old value,
+//! nothing stays held); eviction while a value arrives; a bad data block end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::thread;
+use std::time::Duration;
+
+use common::text::TextClient;
+use common::{get, op, status, store, Client, Request, Server};
+use pincache::server::arrival::IN_PLACE_VALUE_BYTES;
+
+/// memcached's item overhead in the size check (`store::MEMCACHED_ITEM_OVERHEAD`).
+const ITEM_OVERHEAD: usize = 59;
+const ITEM_SIZE_MAX: usize = 1 << 20;
+/// A pause long enough that the server reads the first part of a request alone.
+const GAP: Duration = Duration::from_millis(20);
+
+/// A value whose bytes name their position (a misplaced byte shows), with CRLF in it.
+fn value(len: usize, seed: u8) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(31) as u8).wrapping_add(seed))
+        .collect();
+    if len > 10 {
+        v[3..5].copy_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// The sizes around the threshold, and the largest the item limit takes.
+fn sizes(key: &str) -> [usize; 5] {
+    let t = IN_PLACE_VALUE_BYTES;
+    [
+        0,
+        t - 1,
+        t,
+        t + 1,
+        ITEM_SIZE_MAX - ITEM_OVERHEAD - key.len(),
+    ]
+}
+
+/// Sends `bytes` in two writes with a pause between, splitting at `at`.
+fn send_split(stream: &mut std::net::TcpStream, bytes: &[u8], at: usize) {
+    let at = at.min(bytes.len());
+    stream.write_all(&bytes[..at]).unwrap();
+    thread::sleep(GAP);
+    stream.write_all(&bytes[at..]).unwrap();
+}
+
+fn stat(stats: &[(String, String)], name: &str) -> u64 {
+    let found = stats.iter().find(|(k, _)| k == name);
+    found
+        .unwrap_or_else(|| panic!("no stat {name}"))
+        .1
+        .parse()
+        .unwrap()
+}
+
+/// A client pipelining small sets and gets until told to stop, checking each answer.
+fn pipeliner(
+    server: &Server,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u32> {
+    let mut c = server.connect();
+    thread::spawn(move || {
+        let mut rounds = 0u32;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut batch = Vec::new();
+            for i in 0..20u32 {
+                let key = format!("small:{i}");
+                batch.push(store(op::SETQ, &key, format!("{rounds}:{i}"), 0, 0));
+                batch.push(get(op::GETK, &key));
+            }
+            c.send_all(&batch);
+            let got = c.until_noop();
+            assert_eq!(got.len(), 20);
+            for (i, r) in got.iter().enumerate() {
+                r.expect(op::GETK, status::OK);
+                assert_eq!(r.value, format!("{rounds}:{i}").into_bytes());
+            }
+            rounds += 1;
+        }
+        rounds
+    })
+}
+
+#[test]
+fn every_size_around_the_threshold_reads_back_while_others_pipeline() {
+    let server = Server::pincache(&["-m", "64"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = pipeliner(&server, stop.clone());
+    let mut bin = server.connect();
+    let mut text = server.text();
+    for (n, len) in sizes("binary:k").into_iter().enumerate() {
+        let v = value(len, n as u8);
+        let req = store(op::SET, "binary:k", &v, 7, 0).encode();
+        // Split inside the value: its head first, then the rest.
+        send_split(&mut bin.stream, &req, 24 + 8 + 8 + len / 3);
+        bin.recv().expect(op::SET, status::OK);
+        let r = bin.call(&get(op::GET, "binary:k"));
+        r.expect(op::GET, status::OK);
+        assert!(r.value == v, "binary value of {len} bytes differs");
+        assert_eq!(r.flags(), 7);
+    }
+    for (n, len) in sizes("text:k").into_iter().enumerate() {
+        let v = value(len, 100 + n as u8);
+        let mut req = format!("set text:k 9 0 {len}\r\n").into_bytes();
+        req.extend_from_slice(&v);
+        req.extend_from_slice(b"\r\n");
+        send_split(&mut text.stream, &req, 20 + len / 2);
+        text.expect("STORED\r\n");
+        text.send("get text:k\r\n");
+        text.expect(&format!("VALUE text:k 9 {len}\r\n"));
+        assert!(
+            text.read_bytes(len) == v,
+            "text value of {len} bytes differs"
+        );
+        text.expect("\r\nEND\r\n");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(other.join().unwrap() > 0);
+}
+
+#[test]
+fn a_value_trickling_in_one_byte_at_a_time_is_stored_whole() {
+    let server = Server::pincache(&[]);
+    let len = IN_PLACE_VALUE_BYTES + 1;
+    let v = value(len, 3);
+    let mut bin = server.connect();
+    let mut other = server.connect();
+    let req = store(op::SET, "slow", &v, 0, 0).encode();
+    for (i, byte) in req.iter().enumerate() {
+        bin.send_raw(&[*byte]);
+        if i % 4096 == 0 {
+            // The loop keeps serving others meanwhile.
+            other
+                .call(&Request::new(op::NOOP))
+                .expect(op::NOOP, status::OK);
+        }
+    }
+    bin.recv().expect(op::SET, status::OK);
+    assert!(bin.call(&get(op::GET, "slow")).value == v);
+    let mut text = server.text();
+    let mut req = format!("set slow-text 0 0 {len}\r\n").into_bytes();
+    req.extend_from_slice(&v);
+    req.extend_from_slice(b"\r\nget slow-text\r\n");
+    for byte in &req {
+        text.send([*byte]);
+    }
+    text.expect("STORED\r\n");
+    text.expect(&format!("VALUE slow-text 0 {len}\r\n"));
+    assert!(text.read_bytes(len) == v);
+    text.expect("\r\nEND\r\n");
+}
+
+/// The general stats a client that leaves must not change, and segments in use.
+fn held(c: &mut Client) -> (u64, u64, u64) {
+    let general = c.stats();
+    let slabs = c.stats_group("slabs");
+    (
+        stat(&general, "curr_items"),
+        stat(&general, "bytes"),
+        stat(&slabs, "segments_used"),
+    )
+}
+
+#[test]
+fn a_client_leaving_halfway_keeps_the_old_value_and_holds_nothing() {
+    // 8 segments: a reservation never given back would show within a few rounds.
+    let server = Server::pincache(&["-m", "8"]);
+    let mut c = server.connect();
+    c.call(&store(op::SET, "k", "old", 0, 0))
+        .expect(op::SET, status::OK);
+    let before = held(&mut c);
+    let len = 600_000;
+    let v = value(len, 9);
+    for round in 0..30 {
+        let mut gone = server.connect();
+        let mut req = store(op::SET, "k", &v, 0, 0).encode();
+        if round % 2 == 1 {
+            let mut text = format!("set k 0 0 {len}\r\n").into_bytes();
+            text.extend_from_slice(&v);
+            req = text;
+        }
+        let half = req.len() / 2;
+        gone.send_raw(&req[..half]);
+        thread::sleep(GAP);
+        drop(gone);
+        let r = c.call(&get(op::GET, "k"));
+        assert_eq!(r.value, b"old");
+    }
+    // The server sees each close in its own time: wait (10 s at most) for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while held(&mut c) != before && std::time::Instant::now() < deadline {
+        thread::sleep(GAP);
+    }
+    assert_eq!(held(&mut c).0, before.0, "curr_items");
+    assert_eq!(held(&mut c).1, before.1, "bytes");
+    // The abandoned room is dead space; a flush frees every segment.
+    c.call(&Request::new(op::FLUSH))
+        .expect(op::FLUSH, status::OK);
+    assert_eq!(held(&mut c), (0, 0, 0));
+}
+
+#[test]
+fn eviction_while_a_value_arrives_leaves_it_whole() {
+    let server = Server::pincache(&["-m", "8"]);
+    let len = 700_000;
+    let v = value(len, 5);
+    let mut slow = server.connect();
+    let req = store(op::SET, "arriving", &v, 0, 0).encode();
+    slow.send_raw(&req[..req.len() / 3]);
+    thread::sleep(GAP);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut c = server.connect();
+            thread::spawn(move || {
+                let filler = vec![b'f'; 50_000];
+                for i in 0..150 {
+                    let r = c.call(&store(op::SET, format!("fill:{w}:{i}"), &filler, 0, 0));
+                    r.expect(op::SET, status::OK);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut c = server.connect();
+    assert!(c.stat_u64("evictions") > 0, "the cache did not turn over");
+    slow.send_raw(&req[req.len() / 3..]);
+    slow.recv().expect(op::SET, status::OK);
+    assert!(c.call(&get(op::GET, "arriving")).value == v);
+}
+
+#[test]
+fn a_bad_data_block_end_is_refused_and_the_old_value_kept() {
+    let mut servers = vec![Server::pincache(&[])];
+    servers.extend(Server::memcached_text(&[]));
+    for server in &servers {
+        let mut c: TextClient = server.text();
+        c.call("set k 0 0 3\r\nold\r\n", "STORED\r\n");
+        let len = IN_PLACE_VALUE_BYTES * 2;
+        let mut req = format!("set k 0 0 {len}\r\n").into_bytes();
+        req.extend_from_slice(&value(len, 1));
+        req.extend_from_slice(b"XYget k\r\n");
+        send_split(&mut c.stream, &req, len / 2);
+        c.expect("CLIENT_ERROR bad data chunk\r\n");
+        c.expect("VALUE k 0 3\r\nold\r\nEND\r\n");
+    }
+}
