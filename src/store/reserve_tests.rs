@@ -1,22 +1,8 @@
 //! Store tests for values read in place: an item reserved ahead of its value,
 //! then completed or abandoned, while the rest of the store carries on.
 
+use super::tests::{store, value};
 use super::*;
-
-fn store(mb: usize) -> Store {
-    Store::new(
-        StoreConfig {
-            memory_limit: mb << 20,
-            item_size_max: 1 << 20,
-        },
-        Clock::start(),
-    )
-    .unwrap()
-}
-
-fn value(store: &mut Store, key: &[u8]) -> Option<Vec<u8>> {
-    store.get(key).map(|item| item.value.to_vec())
-}
 
 /// Reserves `key` and writes `fill` into all of its value.
 fn reserve_filled(s: &mut Store, key: &[u8], len: usize, fill: u8) -> Reservation {

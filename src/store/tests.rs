@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::*;
 
-fn store(mb: usize) -> Store {
+pub(super) fn store(mb: usize) -> Store {
     Store::new(
         StoreConfig {
             memory_limit: mb << 20,
@@ -16,7 +16,7 @@ fn store(mb: usize) -> Store {
     .unwrap()
 }
 
-fn value(store: &mut Store, key: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn value(store: &mut Store, key: &[u8]) -> Option<Vec<u8>> {
     store.get(key).map(|item| item.value.to_vec())
 }
 
