@@ -157,30 +157,28 @@ impl Eviction {
         rule: Keep,
     ) {
         let base = segments.base(id);
-        let end = segments.get(id).write_at;
         let mut kept = Kept::default();
-        let mut read = 0usize;
-        while read < end {
-            let header = segments.header(base + read);
-            if header.bits & DEAD == 0 {
-                if clock.is_expired(header.expiry) {
-                    self.reclaim(segments, index, base + read, &header);
-                } else if rule.keeps(&header) {
-                    let moved = keep(segments, index, base, read, &header, &mut kept);
-                    self.counts.bytes_moved += moved as u64;
+        self.walk_unexpired(
+            segments,
+            index,
+            clock,
+            id,
+            |this, segments, index, read, header| {
+                if rule.keeps(header) {
+                    let moved = keep(segments, index, base, read, header, &mut kept);
+                    this.counts.bytes_moved += moved as u64;
                 } else {
-                    self.counts.evictions += 1;
+                    this.counts.evictions += 1;
                     let access = read_access(segments.bytes(), base + read + header.access_at());
-                    self.counts.evicted_time = idle(access, clock.now());
+                    this.counts.evicted_time = idle(access, clock.now());
                     if header.bits & FETCHED == 0 {
-                        self.counts.evicted_unfetched += 1;
+                        this.counts.evicted_unfetched += 1;
                     }
-                    let hash = index.hash(segments.key(base + read, &header));
-                    unlink(segments, index, hash, base + read, &header);
+                    let hash = index.hash(segments.key(base + read, header));
+                    unlink(segments, index, hash, base + read, header);
                 }
-            }
-            read = segments.next_at(read, &header);
-        }
+            },
+        );
         self.counts.segments_compacted += 1;
         self.counts.items_kept += u64::from(kept.items);
         segments.set_compacted(id, kept);
@@ -191,6 +189,25 @@ impl Eviction {
     /// segment's next turn, they earn it back).
     fn pass_over(&mut self, segments: &mut Segments, index: &mut Index, clock: &Clock, id: u32) {
         let base = segments.base(id);
+        self.walk_unexpired(segments, index, clock, id, |_, segments, _, read, _| {
+            segments.bytes_mut()[base + read] &= !ACCESSED;
+        });
+        self.counts.segments_passed_over += 1;
+    }
+
+    /// Walks victim `id`'s items in order: dead ones are skipped, expired ones
+    /// unlinked, and `live` is given each other one (its offset in the segment
+    /// and header). The header of the next item is read after `live` returns,
+    /// from the offset the current one had, so `live` may move or unlink it.
+    fn walk_unexpired(
+        &mut self,
+        segments: &mut Segments,
+        index: &mut Index,
+        clock: &Clock,
+        id: u32,
+        mut live: impl FnMut(&mut Self, &mut Segments, &mut Index, usize, &Header),
+    ) {
+        let base = segments.base(id);
         let end = segments.get(id).write_at;
         let mut read = 0usize;
         while read < end {
@@ -199,12 +216,11 @@ impl Eviction {
                 if clock.is_expired(header.expiry) {
                     self.reclaim(segments, index, base + read, &header);
                 } else {
-                    segments.bytes_mut()[base + read] &= !ACCESSED;
+                    live(self, segments, index, read, &header);
                 }
             }
             read = segments.next_at(read, &header);
         }
-        self.counts.segments_passed_over += 1;
     }
 
     /// Unlinks an expired item found while walking a victim.
