@@ -255,3 +255,74 @@ fn a_bad_data_block_end_is_refused_and_the_old_value_kept() {
         c.expect("VALUE k 0 3\r\nold\r\nEND\r\n");
     }
 }
+
+/// Large values each followed by a burst of small SETs (more than one read's worth),
+/// all in one write: the reads alternate between values read in place (each read
+/// that brings a value's header takes at most 16 KiB) and runs of small requests
+/// (whole-buffer reads), in both protocols.
+fn mixed_batch_values() -> Vec<Vec<u8>> {
+    let t = IN_PLACE_VALUE_BYTES;
+    [100_000, t, 40_000, 3 * t + 7, t + 1]
+        .iter()
+        .enumerate()
+        .map(|(n, &len)| value(len, 50 + n as u8))
+        .collect()
+}
+
+#[test]
+fn large_and_small_sets_pipelined_in_one_write_read_back() {
+    let server = Server::pincache(&["-m", "64"]);
+    let big = mixed_batch_values();
+    let mut bin = server.connect();
+    let mut batch = Vec::new();
+    for (n, v) in big.iter().enumerate() {
+        batch.push(store(op::SETQ, format!("big:{n}"), v, n as u32, 0));
+        for i in 0..300 {
+            batch.push(store(
+                op::SETQ,
+                format!("small:{n}:{i}"),
+                format!("{n}.{i}"),
+                0,
+                0,
+            ));
+        }
+    }
+    bin.send_all(&batch);
+    assert!(bin.until_noop().is_empty(), "a quiet set failed");
+    for (n, v) in big.iter().enumerate() {
+        let r = bin.call(&get(op::GET, format!("big:{n}")));
+        r.expect(op::GET, status::OK);
+        assert!(
+            r.value == *v,
+            "binary value {n} of {} bytes differs",
+            v.len()
+        );
+        assert_eq!(r.flags(), n as u32);
+        let r = bin.call(&get(op::GET, format!("small:{n}:299")));
+        assert_eq!(r.value, format!("{n}.299").into_bytes());
+    }
+    let mut text = server.text();
+    let mut req = Vec::new();
+    for (n, v) in big.iter().enumerate() {
+        req.extend_from_slice(format!("set tbig:{n} {n} 0 {} noreply\r\n", v.len()).as_bytes());
+        req.extend_from_slice(v);
+        req.extend_from_slice(b"\r\n");
+        for i in 0..300 {
+            let small = format!("{n}.{i}");
+            let line = format!(
+                "set tsmall:{n}:{i} 0 0 {} noreply\r\n{small}\r\n",
+                small.len()
+            );
+            req.extend_from_slice(line.as_bytes());
+        }
+    }
+    req.extend_from_slice(b"get tsmall:4:299\r\n");
+    text.send(&req);
+    text.expect("VALUE tsmall:4:299 0 5\r\n4.299\r\nEND\r\n");
+    for (n, v) in big.iter().enumerate() {
+        text.send(format!("get tbig:{n}\r\n"));
+        text.expect(&format!("VALUE tbig:{n} {n} {}\r\n", v.len()));
+        assert!(text.read_bytes(v.len()) == *v, "text value {n} differs");
+        text.expect("\r\nEND\r\n");
+    }
+}

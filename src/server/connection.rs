@@ -17,6 +17,14 @@ use crate::store::Store;
 /// it and its requests are answered straight from it, so an idle connection holds
 /// no input buffer at all.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// A connection that sends large SETs reads at most this much into the shared
+/// buffer at a time: the part of a value that arrives in the same read as its
+/// header is copied from there into its item (the rest is read straight into
+/// it), so this bounds that copy, as memcached's 16 KiB read buffer
+/// (`READ_BUFFER_SIZE`) bounds its own. A read that fills it shows a stream of
+/// smaller requests, which then read the whole buffer again: pipelined small
+/// requests do not pay four reads for one.
+const LARGE_SET_READ_BYTES: usize = 16 * 1024;
 /// A connection keeps a private input buffer only for bytes that did not make a
 /// whole frame (or that wait behind a full output); this much is kept between uses.
 const INPUT_KEEP_BYTES: usize = 16 * 1024;
@@ -111,6 +119,10 @@ pub struct Connection {
     /// A storage command whose value is being read straight into its item: the
     /// next input bytes are its own. While it is here the input buffer is empty.
     arriving: Option<Arrival>,
+    /// Reads into the shared buffer take `LARGE_SET_READ_BYTES`: set when a
+    /// value starts being read in place (and for a new connection), cleared by
+    /// a read that fills that much and starts none.
+    large_sets: bool,
     /// Close once the output is sent (QUIT, protocol error).
     closing: bool,
     /// The peer closed its side; answer what is buffered, then close.
@@ -138,6 +150,7 @@ impl Connection {
             out_start: 0,
             skip: 0,
             arriving: None,
+            large_sets: true,
             closing: false,
             eof: false,
             session: Session::default(),
@@ -281,6 +294,7 @@ impl Connection {
             self.closing = true;
         }
         self.arriving = progress.arrival;
+        self.large_sets |= self.arriving.is_some();
         Consumed {
             bytes: progress.consumed,
             throttled: progress.throttled,
@@ -343,19 +357,26 @@ impl Connection {
         shared: &mut [u8],
         max_frame: usize,
     ) -> io::Result<Fill> {
-        let n = match read_some(&mut self.stream, shared, ctx)? {
+        let limit = if self.large_sets {
+            LARGE_SET_READ_BYTES.min(shared.len())
+        } else {
+            shared.len()
+        };
+        let n = match read_some(&mut self.stream, &mut shared[..limit], ctx)? {
             None => return Ok(Fill::WouldBlock),
             Some(0) => return Ok(Fill::Eof),
             Some(n) => n,
         };
         self.answer_read(ctx, &shared[..n], max_frame);
-        Ok(Fill::Data {
-            short: n < shared.len(),
-        })
+        if n == limit && self.arriving.is_none() {
+            self.large_sets = false;
+        }
+        Ok(Fill::Data { short: n < limit })
     }
 
     /// Reads the rest of an arriving value straight into its item, and what
-    /// follows it into the shared buffer, with one readv; answers what follows.
+    /// follows it into the shared buffer (at most `LARGE_SET_READ_BYTES`: it
+    /// may be the next large SET), with one readv; answers what follows.
     fn fill_arriving(
         &mut self,
         ctx: &mut Context<'_>,
@@ -367,7 +388,8 @@ impl Connection {
         };
         let room = arrival.room(ctx.store);
         let room_len = room.len();
-        let n = match read_two(&self.stream, room, shared)? {
+        let tail = LARGE_SET_READ_BYTES.min(shared.len());
+        let n = match read_two(&self.stream, room, &mut shared[..tail])? {
             None => return Ok(Fill::WouldBlock),
             Some(0) => return Ok(Fill::Eof),
             Some(n) => n,
@@ -378,7 +400,7 @@ impl Connection {
         // Also when nothing followed: a binary value is complete once in.
         self.answer_read(ctx, &shared[..after], max_frame);
         Ok(Fill::Data {
-            short: n < room_len + shared.len(),
+            short: n < room_len + tail,
         })
     }
 
