@@ -326,3 +326,141 @@ fn large_and_small_sets_pipelined_in_one_write_read_back() {
         text.expect("\r\nEND\r\n");
     }
 }
+
+/// An `ms` request line and its data block (`value`, then `end`).
+fn ms(key: &str, flags: &str, value: &[u8], end: &[u8]) -> Vec<u8> {
+    let mut req = format!("ms {key} {} {flags}\r\n", value.len()).into_bytes();
+    req.extend_from_slice(value);
+    req.extend_from_slice(end);
+    req
+}
+
+/// Sends `req` with its value split (the line and part of the value first).
+fn send_ms(c: &mut TextClient, req: &[u8]) {
+    let at = req.iter().position(|&b| b == b'\n').map_or(0, |n| n + 1);
+    send_split(&mut c.stream, req, at + (req.len() - at) / 3);
+}
+
+/// Reads back `key` as `mg <key> v f` and compares.
+fn expect_mg(c: &mut TextClient, key: &str, value: &[u8], flags: u32) {
+    c.send(format!("mg {key} v f\r\n"));
+    c.expect(&format!("VA {} f{flags}\r\n", value.len()));
+    assert!(c.read_bytes(value.len()) == *value, "{key}: value differs");
+    c.expect("\r\n");
+}
+
+#[test]
+fn meta_set_values_around_the_threshold_read_back_with_their_echoed_flags() {
+    let server = Server::pincache(&["-m", "64"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = pipeliner(&server, stop.clone());
+    let mut c = server.text();
+    for (n, len) in sizes("meta:k").into_iter().enumerate() {
+        let v = value(len, 200 + n as u8);
+        send_ms(&mut c, &ms("meta:k", "c k O12345 F3 T0", &v, b"\r\n"));
+        let caps = c.expect("HD c%d kmeta:k O12345\r\n");
+        c.send("mg meta:k c\r\n");
+        c.expect(&format!("HD c{}\r\n", caps[0]));
+        expect_mg(&mut c, "meta:k", &v, 3);
+    }
+    // A base64 key is echoed base64; `q` hides the success, `mn` answers.
+    let len = IN_PLACE_VALUE_BYTES * 2;
+    let v = value(len, 7);
+    send_ms(&mut c, &ms("bWV0YTpi", "b k O1", &v, b"\r\n"));
+    c.expect("HD kbWV0YTpi b O1\r\n");
+    send_ms(&mut c, &ms("meta:q", "q F9", &v, b"\r\nmn\r\n"));
+    c.expect("MN\r\n");
+    expect_mg(&mut c, "meta:b", &v, 0);
+    expect_mg(&mut c, "meta:q", &v, 9);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(other.join().unwrap() > 0);
+}
+
+#[test]
+fn meta_set_modes_cas_and_invalidation_in_place_answer_as_memcached() {
+    let mut servers = vec![Server::pincache(&[])];
+    servers.extend(Server::memcached_text(&[]));
+    let len = IN_PLACE_VALUE_BYTES + 100;
+    let (a, b) = (value(len, 1), value(len, 2));
+    for server in &servers {
+        let mut c = server.text();
+        // E (add): stored on a miss, NS on a hit; R (replace): the reverse.
+        send_ms(&mut c, &ms("r", "MR", &a, b"\r\n"));
+        c.expect("NS\r\n");
+        send_ms(&mut c, &ms("e", "ME c", &a, b"\r\n"));
+        c.expect("HD c%d\r\n");
+        send_ms(&mut c, &ms("e", "ME", &b, b"\r\n"));
+        c.expect("NS\r\n");
+        expect_mg(&mut c, "e", &a, 0);
+        send_ms(&mut c, &ms("e", "MR T100", &b, b"\r\n"));
+        c.expect("HD\r\n");
+        expect_mg(&mut c, "e", &b, 0);
+        // A (append), P (prepend): the old value and the new piece.
+        send_ms(&mut c, &ms("e", "MA", &a, b"\r\n"));
+        c.expect("HD\r\n");
+        send_ms(&mut c, &ms("e", "MP", b"<", b"\r\n"));
+        c.expect("HD\r\n");
+        expect_mg(&mut c, "e", &[&b"<"[..], &b[..], &a[..]].concat(), 0);
+        // C: a stale CAS is refused (EX), the current one stores.
+        let old = c.call("mg e c\r\n", "HD c%d\r\n")[0];
+        send_ms(&mut c, &ms("e", "T0", &a, b"\r\n"));
+        c.expect("HD\r\n");
+        send_ms(&mut c, &ms("e", &format!("C{old} c"), &b, b"\r\n"));
+        c.expect("EX c0\r\n");
+        let now = c.call("mg e c\r\n", "HD c%d\r\n")[0];
+        send_ms(&mut c, &ms("e", &format!("C{now}"), &b, b"\r\n"));
+        c.expect("HD\r\n");
+        // I with the older CAS: stored, but stale (X) and the first reader wins (W).
+        send_ms(&mut c, &ms("e", &format!("I C{old}"), &a, b"\r\n"));
+        c.expect("HD\r\n");
+        c.send("mg e v\r\n");
+        c.expect(&format!("VA {len} X W\r\n"));
+        assert!(c.read_bytes(len) == a);
+        c.expect("\r\n");
+        // A stale value keeps the TTL of the item it replaces, whether or not
+        // its own request gave one.
+        send_ms(&mut c, &ms("t", "T1000 c", &a, b"\r\n"));
+        let old = c.expect("HD c%d\r\n")[0];
+        for (ttl, late_ttl) in [("T1000", "T0"), ("T0", "T50"), ("T2000", "T50")] {
+            send_ms(&mut c, &ms("t", ttl, &a, b"\r\n"));
+            c.expect("HD\r\n");
+            send_ms(
+                &mut c,
+                &ms("t", &format!("I C{old} {late_ttl}"), &b, b"\r\n"),
+            );
+            c.expect("HD\r\n");
+            let want: u64 = ttl[1..].parse().unwrap();
+            if want == 0 {
+                c.call("mg t t\r\n", "HD t-1 X W\r\n");
+            } else {
+                let left = c.call("mg t t\r\n", "HD t%d X W\r\n")[0];
+                assert!(left <= want && left + 100 >= want, "{ttl}: t{left}");
+            }
+            // The late value is served, stale, its win handed out already.
+            c.send("mg t v\r\n");
+            c.expect(&format!("VA {len} Z X\r\n"));
+            assert!(c.read_bytes(len) == b);
+            c.expect("\r\n");
+        }
+    }
+}
+
+#[test]
+fn meta_set_bad_data_end_and_a_client_leaving_keep_the_old_value() {
+    let mut servers = vec![Server::pincache(&[])];
+    servers.extend(Server::memcached_text(&[]));
+    let len = IN_PLACE_VALUE_BYTES * 2;
+    for server in &servers {
+        let mut c = server.text();
+        c.call("ms k 3\r\nold\r\n", "HD\r\n");
+        send_ms(&mut c, &ms("k", "q", &value(len, 1), b"XYmn\r\n"));
+        c.expect("CLIENT_ERROR bad data chunk\r\n");
+        c.expect("MN\r\n");
+        let mut gone = server.text();
+        let req = ms("k", "T0", &value(len, 2), b"\r\n");
+        gone.send(&req[..req.len() / 2]);
+        thread::sleep(GAP);
+        drop(gone);
+        c.call("mg k v\r\n", "VA 3\r\nold\r\n");
+    }
+}

@@ -319,6 +319,15 @@ fn arith_result(old: &[u8], incr: bool, delta: u64) -> Option<Vec<u8>> {
 }
 
 /// Appends ` k<key>` / ` O<token>` echoes in the order the request gave them.
+/// The base64 form of a model key (`ms ... b`).
+fn base64_of(key: &str) -> &'static str {
+    match key {
+        "a" => "YQ==",
+        "b" => "Yg==",
+        _ => "a2V5OmM=",
+    }
+}
+
 fn echo(order: &[(&str, String)], want: &mut String) {
     for (_, text) in order {
         want.push(' ');
@@ -569,7 +578,13 @@ impl Model {
             (" MP", Mode::Prepend),
             (" MR", Mode::Replace),
         ][usize::from(modebits) % 6];
-        let mut line = format!("ms {key} {}{mode_token}", value.len());
+        // `b`: the key sent base64; its echo is `k<base64> b`.
+        let base64 = arg & 0x20 != 0;
+        let sent_key = if base64 { base64_of(key) } else { key };
+        let mut line = format!("ms {sent_key} {}{mode_token}", value.len());
+        if base64 {
+            line.push_str(" b");
+        }
         if arg & 1 == 1 {
             line.push_str(&format!(" F{flags}"));
         }
@@ -581,17 +596,22 @@ impl Model {
         }
         let mut order = Vec::new();
         if arg & 2 != 0 {
-            order.push(("k", format!("k{key}")));
+            let b = if base64 { " b" } else { "" };
+            order.push(("k", format!("k{sent_key}{b}")));
         }
         if arg & 4 != 0 {
             order.push(("O", format!("O{arg}")));
         }
+        // `c`: the new CAS (c0 when not stored).
+        if modebits >= 8 {
+            order.push(("c", "c%d".to_string()));
+        }
         if arg & 8 != 0 {
             order.reverse();
         }
-        for (_, text) in &order {
+        for (name, text) in &order {
             line.push(' ');
-            line.push_str(if text.starts_with('k') { "k" } else { text });
+            line.push_str(if *name == "O" { text } else { name });
         }
         line.push_str("\r\n");
         push_block(stream, &line, &value);

@@ -13,9 +13,10 @@
 //! same calls with a stand-in.
 
 use super::dispatch::{stored, Context};
+use super::meta::MetaSet;
 use crate::protocol::binary::encoder::{status_of, Reply};
 use crate::protocol::text::encoder;
-use crate::protocol::{Command, Outcome, StoreMode};
+use crate::protocol::{Command, Outcome, StoreMode, MAX_KEY_LEN};
 use crate::store::{Mode, Reservation, Store};
 
 /// Values of at least this many bytes are read in place when they are not all
@@ -31,6 +32,8 @@ pub enum Answer {
     Binary { reply: Reply, quiet: bool },
     /// A text `set`/`add`/`replace`/`cas`, with its data block's "\r\n" to check.
     Text { noreply: bool },
+    /// A meta `ms` (set, add or replace mode), its data block's "\r\n" too.
+    Meta(MetaSet),
 }
 
 /// The command whose value is arriving: what to store, and how to answer.
@@ -58,7 +61,8 @@ pub struct Arrival {
 impl Arrival {
     /// Reserves the item for `pending` under `key`, if the store agrees; the
     /// caller otherwise buffers the request as before. Only SET, ADD, REPLACE
-    /// and CAS are read in place (APPEND/PREPEND need the old value).
+    /// and CAS (and `ms` in those modes) are read in place (APPEND/PREPEND
+    /// need the old value).
     pub fn begin(
         store: &mut Store,
         key: &[u8],
@@ -74,7 +78,7 @@ impl Arrival {
         let reservation = store.reserve(key, value_len, pending.flags, pending.exptime)?;
         let trailer_left = match pending.answer {
             Answer::Binary { .. } => 0,
-            Answer::Text { .. } => 2,
+            Answer::Text { .. } | Answer::Meta(_) => 2,
         };
         Some(Arrival {
             reservation,
@@ -137,20 +141,31 @@ impl Arrival {
         } = self.pending;
         if !self.trailer_ok {
             ctx.store.abandon(self.reservation);
-            if let Answer::Text { noreply: false } = answer {
+            // `q` does not hide an error; `noreply` does.
+            if !matches!(answer, Answer::Text { noreply: true }) {
                 encoder::line(out, "CLIENT_ERROR bad data chunk");
             }
             return;
         }
+        // The key, for the stats and an `ms` answer's `k`.
+        let mut key_buf = [0u8; MAX_KEY_LEN];
+        let key = ctx.store.reserved_key(&self.reservation);
+        let key_len = key.len().min(MAX_KEY_LEN);
+        key_buf[..key_len].copy_from_slice(&key[..key_len]);
+        let key = &key_buf[..key_len];
         ctx.stats.cmd_set += 1;
-        ctx.stats
-            .detail_set(ctx.store.reserved_key(&self.reservation));
+        ctx.stats.detail_set(key);
         let store_mode = match mode {
             StoreMode::Add => Mode::Add,
             StoreMode::Replace => Mode::Replace,
             _ => Mode::Set,
         };
-        let result = ctx.store.complete(self.reservation, store_mode, cas);
+        let invalidating = matches!(answer, Answer::Meta(m) if m.invalidate)
+            && cas != 0
+            && store_mode != Mode::Add;
+        let result = ctx
+            .store
+            .complete(self.reservation, store_mode, cas, invalidating);
         let outcome = stored(result, cas != 0, ctx.stats);
         match answer {
             Answer::Binary { reply, quiet } => match outcome {
@@ -170,6 +185,7 @@ impl Arrival {
                 };
                 encoder::outcome(out, &command, &outcome);
             }
+            Answer::Meta(set) => set.answer(outcome, mode, cas, key, out),
         }
     }
 }

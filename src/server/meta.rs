@@ -4,13 +4,16 @@
 //! `q` hides the plain outcome (`EN` for `mg`, `HD` for the others); errors and
 //! values are never hidden.
 
-use super::dispatch::{execute, put_value, refuse_too_large, Context, Direct};
+use super::arrival::{Answer, Arrival, Pending};
+use super::dispatch::{execute, put_value, refuse_too_large, stored, Context, Direct};
 use super::text::Step;
 use crate::protocol::text::encoder::{digits, line, number};
-use crate::protocol::text::meta::{base64_decode, tokens, Meta, MetaCmd, MetaError};
+use crate::protocol::text::meta::{
+    base64_decode, base64_encode, tokens, Meta, MetaCmd, MetaError, MAX_OPAQUE_BYTES,
+};
 use crate::protocol::text::parser::CAS_NEVER;
 use crate::protocol::{ArithOp, Command, Create, Outcome, StoreMode, MAX_KEY_LEN};
-use crate::store::{MetaItem, MetaRead};
+use crate::store::{MetaItem, MetaRead, Mode};
 
 /// Answers a meta line that did not parse (and swallows an `ms` data block).
 pub fn refused(error: MetaError, len: usize, out: &mut Vec<u8>) -> Step {
@@ -241,15 +244,6 @@ fn set(
         line(out, "SERVER_ERROR object too large for cache");
         return Step::Skip { line: len, skip };
     }
-    let total = len + m.data_len + 2;
-    if rest.len() < total {
-        return Step::Need(total as u64);
-    }
-    if &rest[len + m.data_len..total] != b"\r\n" {
-        line(out, "CLIENT_ERROR bad data chunk");
-        return Step::Consumed(total);
-    }
-    let value = &rest[len..len + m.data_len];
     // Add ignores a CAS in memcached; append and prepend take C0 as no CAS
     // (memcached 1.6.18); the other modes compare, C0 included.
     let cas = match (mode, f.cas) {
@@ -257,17 +251,120 @@ fn set(
         (StoreMode::Append | StoreMode::Prepend, Some(CAS_NEVER)) => 0,
         (_, Some(cas)) => cas,
     };
-    let outcome = store_value(m, mode, key, value, cas, ctx);
-    let code = set_code(outcome, mode, cas);
-    if code == "HD" && f.quiet {
+    let total = len + m.data_len + 2;
+    if rest.len() < total {
+        if m.data_len >= ctx.in_place_min {
+            let pending = Pending {
+                mode,
+                flags: f.client_flags.unwrap_or(0),
+                exptime: f.ttl.unwrap_or(0),
+                cas,
+                answer: Answer::Meta(MetaSet::of(m)),
+            };
+            if let Some(arrival) = Arrival::begin(ctx.store, key, m.data_len, pending) {
+                return Step::Arrive { line: len, arrival };
+            }
+        }
+        return Step::Need(total as u64);
+    }
+    if &rest[len + m.data_len..total] != b"\r\n" {
+        line(out, "CLIENT_ERROR bad data chunk");
         return Step::Consumed(total);
     }
-    let new_cas = match outcome {
-        Outcome::Done { cas } => cas,
-        _ => 0,
-    };
-    write_set_answer(m, code, new_cas, out);
+    let value = &rest[len..len + m.data_len];
+    let outcome = store_value(m, mode, key, value, cas, ctx);
+    MetaSet::of(m).answer(outcome, mode, cas, key, out);
     Step::Consumed(total)
+}
+
+/// What an `ms` answer needs besides its outcome, kept while the value is
+/// read in place (the request line is gone by then) without allocating: the
+/// `O`, `k` and `c` flags in request order, the opaque's bytes, `b`, `q`, `I`.
+#[derive(Clone, Copy, Debug)]
+pub struct MetaSet {
+    /// `O`, `k`, `c` in the order asked (each at most once); 0 past the last.
+    order: [u8; 3],
+    opaque: [u8; MAX_OPAQUE_BYTES],
+    opaque_len: u8,
+    base64: bool,
+    quiet: bool,
+    /// `I`: a CAS older than the item's stores the value stale (set, replace).
+    pub invalidate: bool,
+}
+
+impl MetaSet {
+    fn of(m: &Meta<'_>) -> MetaSet {
+        let mut set = MetaSet {
+            order: [0; 3],
+            opaque: [0; MAX_OPAQUE_BYTES],
+            opaque_len: 0,
+            base64: m.flags.base64,
+            quiet: m.flags.quiet,
+            invalidate: m.flags.invalidate,
+        };
+        let mut n = 0;
+        for token in tokens(m.tokens) {
+            let letter = token[0];
+            if !matches!(letter, b'O' | b'k' | b'c') || n == set.order.len() {
+                continue;
+            }
+            set.order[n] = letter;
+            n += 1;
+            // The parser refused a longer opaque.
+            if letter == b'O' && token.len() <= MAX_OPAQUE_BYTES {
+                set.opaque[..token.len()].copy_from_slice(token);
+                set.opaque_len = token.len() as u8;
+            }
+        }
+        set
+    }
+
+    /// Writes the answer to an `ms` of `mode` and `cas` on `key` (decoded):
+    /// the code, and for a two-letter code the `O`, `k` and `c` flags asked
+    /// for, in the order asked; `q` hides `HD`.
+    pub fn answer(
+        &self,
+        outcome: Outcome<'_>,
+        mode: StoreMode,
+        cas: u64,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        let code = set_code(outcome, mode, cas);
+        if code == "HD" && self.quiet {
+            return;
+        }
+        out.extend_from_slice(code.as_bytes());
+        if code.len() == 2 {
+            for &letter in self.order.iter().take_while(|&&l| l != 0) {
+                match letter {
+                    b'O' => {
+                        out.push(b' ');
+                        out.extend_from_slice(&self.opaque[..usize::from(self.opaque_len)]);
+                    }
+                    // memcached echoes the stored key, encoded again for `b`.
+                    b'k' if self.base64 => {
+                        out.extend_from_slice(b" k");
+                        base64_encode(key, out);
+                        out.extend_from_slice(b" b");
+                    }
+                    b'k' => {
+                        out.extend_from_slice(b" k");
+                        out.extend_from_slice(key);
+                    }
+                    _ => {
+                        out.extend_from_slice(b" c");
+                        let new_cas = match outcome {
+                            Outcome::Done { cas } => cas,
+                            _ => 0,
+                        };
+                        number(out, new_cas);
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// The store mode an `ms` `M` token names; `None` for a letter memcached refuses.
@@ -306,20 +403,16 @@ fn store_value<'c>(
         return execute(&command, ctx.store, ctx.stats);
     }
     ctx.stats.cmd_set += 1;
+    ctx.stats.detail_set(key);
     let store_mode = if mode == StoreMode::Set {
-        crate::store::Mode::Set
+        Mode::Set
     } else {
-        crate::store::Mode::Replace
+        Mode::Replace
     };
-    match ctx
+    let result = ctx
         .store
-        .store_invalidating(store_mode, key, value, flags, exptime, cas)
-    {
-        Ok(cas) => Outcome::Done { cas },
-        Err(crate::store::StoreError::Exists) => Outcome::Exists,
-        Err(crate::store::StoreError::NotFound) => Outcome::NotFound,
-        Err(_) => Outcome::OutOfMemory,
-    }
+        .store_with(store_mode, key, value, (flags, exptime), cas, true);
+    stored(result, true, ctx.stats)
 }
 
 /// The answer word of an `ms` outcome, as memcached 1.6.18 words it.
@@ -335,29 +428,6 @@ fn set_code(outcome: Outcome<'_>, mode: StoreMode, cas: u64) -> &'static str {
         (Outcome::TooLarge, _) => "SERVER_ERROR object too large for cache",
         _ => "SERVER_ERROR out of memory storing object",
     }
-}
-
-/// Writes an `ms` answer: the code, and for a two-letter code the `O`, `k` and
-/// `c` flags asked for, in the order asked.
-fn write_set_answer(m: &Meta<'_>, code: &str, new_cas: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(code.as_bytes());
-    if code.len() == 2 {
-        for token in tokens(m.tokens) {
-            match token[0] {
-                b'O' => {
-                    out.push(b' ');
-                    out.extend_from_slice(token);
-                }
-                b'k' => key_flag(m, out),
-                b'c' => {
-                    out.extend_from_slice(b" c");
-                    number(out, new_cas);
-                }
-                _ => {}
-            }
-        }
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// `md`: delete, or with `I` mark stale.

@@ -6,7 +6,7 @@
 use super::item::{
     idle, read_access, write_access, write_cas, ACCESSED, FETCHED, STALE, TOKEN_SENT,
 };
-use super::{Mode, Store, StoreError};
+use super::{Store, StoreError};
 
 /// What a meta read asks for besides the item. memcached applies `T`, `N` and
 /// `R` in the order the request gives them, so the order matters where two meet.
@@ -174,35 +174,6 @@ impl Store {
         let bytes = self.segments.bytes_mut();
         write_cas(bytes, addr + header.cas_at, new_cas);
         bytes[addr] = (header.bits | STALE) & !TOKEN_SENT;
-        Ok(new_cas)
-    }
-
-    /// `ms <key> I C<cas>`: a compare-and-swap that, when `cas` is older than
-    /// the item's, still stores the value but marked stale (memcached's rule
-    /// for a late writer during revalidation).
-    pub fn store_invalidating(
-        &mut self,
-        mode: Mode,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        exptime: u32,
-        cas: u64,
-    ) -> Result<u64, StoreError> {
-        let hash = self.index.hash(key);
-        let old = self.lookup(hash, key).map(|(_, h)| h);
-        let older = matches!(old, Some(h) if cas != 0 && cas < h.cas);
-        if !older || !self.fits(key.len(), value.len()) {
-            return self.store(mode, key, value, flags, exptime, cas);
-        }
-        // The late (stale) value keeps the item's expiration, as in memcached.
-        let expiry = old.map_or_else(|| self.clock.expiry(exptime), |h| h.expiry);
-        let new_cas = self.take_cas();
-        let addr = self.write_item(hash, key, value, flags, expiry, new_cas)?;
-        // A win already handed out for the old item stays taken.
-        let sent = old.map_or(0, |h| h.bits & TOKEN_SENT);
-        self.segments.bytes_mut()[addr] |= STALE | sent;
-        self.counts.total_items += 1;
         Ok(new_cas)
     }
 }

@@ -80,6 +80,17 @@ pub enum Mode {
     Replace,
 }
 
+/// How `Store::admit` lets a store through.
+#[derive(Clone, Copy, Debug)]
+enum Admitted {
+    /// A fresh item, as the request gives it.
+    Fresh,
+    /// Meta `ms I` with a CAS older than the item's: stored anyway but marked
+    /// stale, keeping the item's expiration and a win already handed out
+    /// (memcached's rule for a late writer during revalidation).
+    Stale { expiry: u32, marks: u8 },
+}
+
 /// An item written ahead of its value (`Store::reserve`). Not `Clone`: it is
 /// spent exactly once, by `Store::complete` or `Store::abandon`.
 #[derive(Debug)]
@@ -446,6 +457,7 @@ impl Store {
 
     /// SET / ADD / REPLACE, with memcached's CAS rule: a non-zero `cas` makes any
     /// of them a compare-and-swap. Returns the new item's CAS.
+    #[inline]
     pub fn store(
         &mut self,
         mode: Mode,
@@ -455,8 +467,23 @@ impl Store {
         exptime: u32,
         cas: u64,
     ) -> Result<u64, StoreError> {
+        self.store_with(mode, key, value, (flags, exptime), cas, false)
+    }
+
+    /// `store`; with `invalidating` (meta `ms I`, set or replace with a CAS), a
+    /// CAS older than the item's still stores the value, marked stale
+    /// (`Admitted::Stale`).
+    #[inline(always)]
+    pub fn store_with(
+        &mut self,
+        mode: Mode,
+        key: &[u8],
+        value: &[u8],
+        (flags, exptime): (u32, u32),
+        cas: u64,
+        invalidating: bool,
+    ) -> Result<u64, StoreError> {
         let hash = self.index.hash(key);
-        let expiry = self.clock.expiry(exptime);
         if !self.fits(key.len(), value.len()) {
             if mode == Mode::Set {
                 // A failed SET must not leave the old value readable (memcached).
@@ -464,21 +491,41 @@ impl Store {
             }
             return Err(StoreError::TooLarge);
         }
-        self.admit(hash, key, mode, cas)?;
+        let (expiry, marks) = match self.admit(hash, key, mode, cas, invalidating)? {
+            Admitted::Fresh => (self.clock.expiry(exptime), 0),
+            Admitted::Stale { expiry, marks } => (expiry, marks),
+        };
         let new_cas = self.take_cas();
-        self.write_item(hash, key, value, flags, expiry, new_cas)?;
+        let addr = self.write_item(hash, key, value, flags, expiry, new_cas)?;
+        if marks != 0 {
+            self.segments.bytes_mut()[addr] |= marks;
+        }
         self.counts.total_items += 1;
         Ok(new_cas)
     }
 
     /// Whether `mode` (with a compare-and-swap when `cas` is non-zero) may write
-    /// `key` now.
-    fn admit(&mut self, hash: u64, key: &[u8], mode: Mode, cas: u64) -> Result<(), StoreError> {
+    /// `key` now, and how (`invalidating`: see `store_with`).
+    #[inline(always)]
+    fn admit(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        mode: Mode,
+        cas: u64,
+        invalidating: bool,
+    ) -> Result<Admitted, StoreError> {
         match (self.lookup(hash, key), cas, mode) {
+            (Some((_, header)), 1.., _) if invalidating && cas < header.cas => {
+                Ok(Admitted::Stale {
+                    expiry: header.expiry,
+                    marks: STALE | (header.bits & TOKEN_SENT),
+                })
+            }
             (None, 0, Mode::Replace) | (None, 1.., _) => Err(StoreError::NotFound),
             (Some(_), 0, Mode::Add) => Err(StoreError::Exists),
             (Some((_, header)), 1.., _) if header.cas != cas => Err(StoreError::Exists),
-            _ => Ok(()),
+            _ => Ok(Admitted::Fresh),
         }
     }
 
@@ -532,13 +579,14 @@ impl Store {
     }
 
     /// Links a reserved item whose value is now in place, under memcached's
-    /// rules for `mode` and `cas` at this moment (as `store`). On an error the
-    /// reservation stays dead space. Returns the new item's CAS.
+    /// rules for `mode` and `cas` at this moment (as `store_with`). On an error
+    /// the reservation stays dead space. Returns the new item's CAS.
     pub fn complete(
         &mut self,
         reservation: Reservation,
         mode: Mode,
         cas: u64,
+        invalidating: bool,
     ) -> Result<u64, StoreError> {
         let addr = reservation.addr;
         let header = self.segments.header(addr);
@@ -547,27 +595,68 @@ impl Store {
         key.copy_from_slice(self.segments.key(addr, &header));
         let key = &*key;
         let hash = self.index.hash(key);
-        let linked = self.admit(hash, key, mode, cas).and_then(|()| {
-            self.eviction
-                .reserve_index(&mut self.segments, &mut self.index, &self.clock)
-        });
-        if let Err(e) = linked {
-            self.segments.unpin(addr);
-            return Err(e);
-        }
+        let linked = self
+            .admit(hash, key, mode, cas, invalidating)
+            .and_then(|admitted| {
+                self.eviction
+                    .reserve_index(&mut self.segments, &mut self.index, &self.clock)?;
+                Ok(admitted)
+            });
+        let (expiry, marks) = match linked {
+            Err(e) => {
+                self.segments.unpin(addr);
+                return Err(e);
+            }
+            Ok(Admitted::Fresh) => (reservation.expiry, 0),
+            // A kept expiration needs the header's expiry field exactly when it
+            // is not "never": else the value moves to a new item (rare).
+            Ok(Admitted::Stale { expiry, marks })
+                if (expiry != 0) != header.expiry_at.is_some() =>
+            {
+                return self.complete_moved(reservation, (hash, key), expiry, marks);
+            }
+            Ok(Admitted::Stale { expiry, marks }) => (expiry, marks),
+        };
         let (new_cas, now) = (self.take_cas(), self.clock.now());
         let bytes = self.segments.bytes_mut();
         // CAS and access time are the moment it is linked, as in memcached.
         item::write_cas(bytes, addr + header.cas_at, new_cas);
         item::write_access(bytes, addr + header.access_at(), now);
-        bytes[addr] &= !DEAD;
-        self.segments
-            .note_written(addr, reservation.len, reservation.expiry);
+        if let Some(at) = header.expiry_at {
+            bytes[addr + at..addr + at + 4].copy_from_slice(&expiry.to_le_bytes());
+        }
+        bytes[addr] = (bytes[addr] & !DEAD) | marks;
+        self.segments.note_written(addr, reservation.len, expiry);
         if let Some(old) = self.index.insert(hash, key, addr, self.segments.bytes()) {
             let header = self.segments.header(old);
             self.segments.mark_dead(old, &header);
         }
         self.segments.unpin(addr);
+        self.counts.total_items += 1;
+        Ok(new_cas)
+    }
+
+    /// A stale `complete` whose kept expiration does not fit the reserved
+    /// header: the value is copied into a new item and the reservation left dead.
+    #[cold]
+    fn complete_moved(
+        &mut self,
+        reservation: Reservation,
+        (hash, key): (u64, &[u8]),
+        expiry: u32,
+        marks: u8,
+    ) -> Result<u64, StoreError> {
+        let flags = self.segments.header(reservation.addr).flags;
+        let at = reservation.value_at;
+        let mut value = std::mem::take(&mut self.scratch);
+        value.clear();
+        value.extend_from_slice(&self.segments.bytes()[at..at + reservation.value_len]);
+        self.segments.unpin(reservation.addr);
+        let new_cas = self.take_cas();
+        let written = self.write_item(hash, key, &value, flags, expiry, new_cas);
+        self.scratch = value;
+        let addr = written?;
+        self.segments.bytes_mut()[addr] |= marks;
         self.counts.total_items += 1;
         Ok(new_cas)
     }

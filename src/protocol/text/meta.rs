@@ -15,7 +15,7 @@ use crate::protocol::binary::MAX_KEY_LEN;
 /// included, on a meta line.
 const MAX_TOKENS: usize = 20;
 /// memcached's `MFLAG_MAX_OPAQUE_LENGTH`.
-const MAX_OPAQUE_BYTES: usize = 32;
+pub const MAX_OPAQUE_BYTES: usize = 32;
 
 /// Which meta command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
