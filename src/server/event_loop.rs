@@ -90,6 +90,9 @@ pub struct Server {
     now: Instant,
     /// The one read buffer every connection is read into (see connection.rs).
     read_buffer: Vec<u8>,
+    /// The output buffer a connection with nothing queued answers into (see
+    /// `Connection::drive`); grown on demand, kept warm between connections.
+    output_buffer: Vec<u8>,
     /// What `stats conns` lists, under the connections' slab keys.
     conn_table: ConnTable,
 }
@@ -176,6 +179,7 @@ impl Server {
             log_limit: LogLimit::new(now),
             now,
             read_buffer: vec![0; READ_BUFFER_BYTES],
+            output_buffer: Vec::new(),
             conn_table,
         })
     }
@@ -325,7 +329,13 @@ impl Server {
             conns: &self.conn_table,
             in_place_min: IN_PLACE_VALUE_BYTES,
         };
-        let liveness = conn.drive(&mut ctx, &mut self.read_buffer, max_frame, peer_closed);
+        let liveness = conn.drive(
+            &mut ctx,
+            &mut self.read_buffer,
+            &mut self.output_buffer,
+            max_frame,
+            peer_closed,
+        );
         let spoke = conn.session.protocol != Protocol::Unknown;
         self.conn_table.served(key, spoke);
         if liveness == Liveness::Closed {
