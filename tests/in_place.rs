@@ -372,6 +372,8 @@ fn meta_set_values_around_the_threshold_read_back_with_their_echoed_flags() {
     c.expect("MN\r\n");
     expect_mg(&mut c, "meta:b", &v, 0);
     expect_mg(&mut c, "meta:q", &v, 9);
+    // Threshold, threshold + 1, the limit, and the two above were read in place.
+    assert_eq!(stat(&c.stats(""), "set_in_place"), 5);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(other.join().unwrap() > 0);
 }
@@ -463,4 +465,81 @@ fn meta_set_bad_data_end_and_a_client_leaving_keep_the_old_value() {
         drop(gone);
         c.call("mg k v\r\n", "VA 3\r\nold\r\n");
     }
+}
+
+/// Whether `stats conns` lists a connection in `conn_nread`.
+fn any_nread(c: &mut TextClient) -> bool {
+    let conns = c.stats("conns");
+    conns
+        .iter()
+        .any(|(k, v)| k.ends_with(":state") && v == "conn_nread")
+}
+
+/// Asks until `any_nread` is `want` (memcached registers and moves its
+/// connections on a worker thread, in its own time): 10 s at most.
+fn until_nread(c: &mut TextClient, want: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while any_nread(c) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "conn_nread never {want}"
+        );
+        thread::sleep(GAP);
+    }
+}
+
+#[test]
+fn stats_conns_shows_conn_nread_while_a_value_arrives() {
+    let mut servers = vec![Server::pincache(&[])];
+    servers.extend(Server::memcached_text(&[]));
+    let len = IN_PLACE_VALUE_BYTES * 4;
+    for server in &servers {
+        let mut c = server.text();
+        until_nread(&mut c, false);
+        let mut half = server.text();
+        let req = ms("nread", "T0", &value(len, 3), b"\r\n");
+        half.send(&req[..req.len() / 2]);
+        until_nread(&mut c, true);
+        half.send(&req[req.len() / 2..]);
+        half.expect("HD\r\n");
+        until_nread(&mut c, false);
+    }
+}
+
+#[test]
+fn set_in_place_and_set_buffered_count_each_storage_command() {
+    let server = Server::pincache(&[]);
+    let mut c = server.text();
+    let counts = |c: &mut TextClient| {
+        let stats = c.stats("");
+        (
+            stat(&stats, "set_in_place"),
+            stat(&stats, "set_buffered"),
+            stat(&stats, "cmd_set"),
+        )
+    };
+    let before = counts(&mut c);
+    c.call("set small 0 0 1\r\nx\r\n", "STORED\r\n");
+    c.call("ms small 1 MA\r\ny\r\n", "HD\r\n");
+    let len = IN_PLACE_VALUE_BYTES;
+    // Each value split after its header: read in place.
+    let mut req = format!("set big 0 0 {len}\r\n").into_bytes();
+    req.extend_from_slice(&value(len, 1));
+    req.extend_from_slice(b"\r\n");
+    send_split(&mut c.stream, &req, 30);
+    c.expect("STORED\r\n");
+    send_ms(&mut c, &ms("big", "", &value(len, 2), b"\r\n"));
+    c.expect("HD\r\n");
+    let mut bin = server.connect();
+    let req = store(op::SET, "big", value(len, 3), 0, 0).encode();
+    send_split(&mut bin.stream, &req, 40);
+    bin.recv().expect(op::SET, status::OK);
+    // A smaller value whole in one write: copied from the read buffer.
+    bin.call(&store(op::SET, "mid", value(1000, 4), 0, 0))
+        .expect(op::SET, status::OK);
+    let after = counts(&mut c);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        (3, 3, 6)
+    );
 }

@@ -154,6 +154,7 @@ impl Arrival {
         key_buf[..key_len].copy_from_slice(&key[..key_len]);
         let key = &key_buf[..key_len];
         ctx.stats.cmd_set += 1;
+        ctx.stats.set_in_place += 1;
         ctx.stats.detail_set(key);
         let store_mode = match mode {
             StoreMode::Add => Mode::Add,

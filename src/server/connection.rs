@@ -162,6 +162,12 @@ impl Connection {
         }
     }
 
+    /// Whether a value is being read straight into its item (memcached's
+    /// `conn_nread` in `stats conns`).
+    pub fn value_arriving(&self) -> bool {
+        self.arriving.is_some()
+    }
+
     /// Bytes queued for the client and not yet taken by the socket.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.out_start

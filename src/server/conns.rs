@@ -6,6 +6,27 @@
 
 use std::time::Instant;
 
+/// What a connection not being served waits for, as memcached names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Nothing sent yet: `conn_new_cmd`.
+    New,
+    /// Its next request: `conn_read`.
+    Read,
+    /// The rest of a value being read into its item: `conn_nread`.
+    Nread,
+}
+
+impl ConnState {
+    fn name(self) -> &'static str {
+        match self {
+            ConnState::New => "conn_new_cmd",
+            ConnState::Read => "conn_read",
+            ConnState::Nread => "conn_nread",
+        }
+    }
+}
+
 /// One connection as `stats conns` shows it.
 #[derive(Debug)]
 struct Entry {
@@ -13,8 +34,7 @@ struct Entry {
     /// `tcp:IP:PORT`, `tcp6:[IP]:PORT` or `unix:PATH`.
     addr: String,
     last_cmd: Instant,
-    /// It has sent something (memcached's `conn_read` rather than `conn_new_cmd`).
-    spoke: bool,
+    state: ConnState,
 }
 
 #[derive(Debug)]
@@ -57,7 +77,7 @@ impl ConnTable {
             fd,
             addr,
             last_cmd: now,
-            spoke: false,
+            state: ConnState::New,
         });
     }
 
@@ -75,10 +95,10 @@ impl ConnTable {
         }
     }
 
-    /// After serving `key`: whether it has spoken a protocol yet.
-    pub fn served(&mut self, key: usize, spoke: bool) {
+    /// After serving `key`: what it waits for now.
+    pub fn served(&mut self, key: usize, state: ConnState) {
         if let Some(Some(entry)) = self.entries.get_mut(key) {
-            entry.spoke = spoke;
+            entry.state = state;
         }
         self.current = None;
     }
@@ -99,10 +119,10 @@ impl ConnTable {
         // memcached walks its connections by descriptor.
         live.sort_by_key(|(_, e)| e.fd);
         for (key, e) in live {
-            let state = match (self.current == Some(key), e.spoke) {
-                (true, _) => "conn_parse_cmd",
-                (false, true) => "conn_read",
-                (false, false) => "conn_new_cmd",
+            let state = if self.current == Some(key) {
+                "conn_parse_cmd"
+            } else {
+                e.state.name()
             };
             stat(&format!("{}:addr", e.fd), &e.addr);
             stat(&format!("{}:listen_addr", e.fd), &self.listen_addr);
@@ -146,13 +166,14 @@ mod tests {
                 "12:secs_since_last_cmd 0",
             ]
         );
-        table.served(1, true);
+        table.served(1, ConnState::Read);
+        table.served(0, ConnState::Nread);
         let mut states = Vec::new();
         table.lines(later, |name, value| {
             if name.ends_with(":state") {
                 states.push(value.to_string());
             }
         });
-        assert_eq!(states, ["conn_listening", "conn_new_cmd", "conn_read"]);
+        assert_eq!(states, ["conn_listening", "conn_nread", "conn_read"]);
     }
 }

@@ -285,6 +285,7 @@ fn write<'s>(
     stats: &mut Stats,
 ) -> Outcome<'s> {
     stats.cmd_set += 1;
+    stats.set_buffered += 1;
     stats.detail_set(key);
     let result = match mode {
         StoreMode::Set | StoreMode::Add | StoreMode::Replace => {

@@ -16,7 +16,7 @@ use slab::Slab;
 
 use super::arrival::IN_PLACE_VALUE_BYTES;
 use super::connection::{Connection, Liveness, Stream, READ_BUFFER_BYTES};
-use super::conns::ConnTable;
+use super::conns::{ConnState, ConnTable};
 use super::dispatch::{Context, Protocol};
 use super::log_limit::LogLimit;
 use super::sasl::Sasl;
@@ -336,8 +336,14 @@ impl Server {
             max_frame,
             peer_closed,
         );
-        let spoke = conn.session.protocol != Protocol::Unknown;
-        self.conn_table.served(key, spoke);
+        let state = if conn.value_arriving() {
+            ConnState::Nread
+        } else if conn.session.protocol != Protocol::Unknown {
+            ConnState::Read
+        } else {
+            ConnState::New
+        };
+        self.conn_table.served(key, state);
         if liveness == Liveness::Closed {
             self.close(key);
         }

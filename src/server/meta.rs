@@ -403,6 +403,7 @@ fn store_value<'c>(
         return execute(&command, ctx.store, ctx.stats);
     }
     ctx.stats.cmd_set += 1;
+    ctx.stats.set_buffered += 1;
     ctx.stats.detail_set(key);
     let store_mode = if mode == StoreMode::Set {
         Mode::Set

@@ -55,6 +55,11 @@ pub struct Stats {
     pub expiry_slice_max_us: u64,
     /// Meta commands (`mg`, `ms`, ...), as memcached's `cmd_meta`.
     pub cmd_meta: u64,
+    /// Storage commands whose value was read straight into its item.
+    pub set_in_place: u64,
+    /// Storage commands whose value was copied from a read buffer (once, or
+    /// twice when it spanned reads and waited in the connection's buffer).
+    pub set_buffered: u64,
     /// `stats detail`: per key-prefix counters while enabled.
     pub detail: Detail,
 }
@@ -324,6 +329,8 @@ fn general(w: &mut StatWriter<'_>, s: &Stats, store: &Store, settings: &Settings
     w.stat("malloc_fails", 0);
     w.stat("threads", 1);
     w.stat("conn_yields", s.conn_yields);
+    w.stat("set_in_place", s.set_in_place);
+    w.stat("set_buffered", s.set_buffered);
     w.stat("hash_bytes", st.index_bytes);
     w.stat("bytes", st.bytes);
     w.stat("curr_items", st.curr_items);
