@@ -89,6 +89,11 @@ impl Arrival {
         })
     }
 
+    /// The value's length.
+    pub fn value_len(&self) -> usize {
+        self.reservation.value_len()
+    }
+
     /// Value bytes still to come.
     pub fn value_left(&self) -> usize {
         self.reservation.value_len() - self.filled

@@ -124,8 +124,8 @@ pub struct Connection {
     /// next input bytes are its own. While it is here the input buffer is empty.
     arriving: Option<Arrival>,
     /// Reads into the shared buffer take `LARGE_SET_READ_BYTES`: set when a
-    /// value starts being read in place (and for a new connection), cleared by
-    /// a read that fills that much and starts none.
+    /// value of at least that size starts being read in place (and for a new
+    /// connection), cleared by a read that fills that much and starts none.
     large_sets: bool,
     /// Close once the output is sent (QUIT, protocol error).
     closing: bool,
@@ -166,6 +166,13 @@ impl Connection {
     /// `conn_nread` in `stats conns`).
     pub fn value_arriving(&self) -> bool {
         self.arriving.is_some()
+    }
+
+    /// Whether a value of `LARGE_SET_READ_BYTES` or more is arriving.
+    fn large_arriving(&self) -> bool {
+        self.arriving
+            .as_ref()
+            .is_some_and(|a| a.value_len() >= LARGE_SET_READ_BYTES)
     }
 
     /// Bytes queued for the client and not yet taken by the socket.
@@ -347,7 +354,7 @@ impl Connection {
             self.closing = true;
         }
         self.arriving = progress.arrival;
-        self.large_sets |= self.arriving.is_some();
+        self.large_sets |= self.large_arriving();
         Consumed {
             bytes: progress.consumed,
             throttled: progress.throttled,
@@ -421,15 +428,16 @@ impl Connection {
             Some(n) => n,
         };
         self.answer_read(ctx, &shared[..n], max_frame);
-        if n == limit && self.arriving.is_none() {
+        if n == limit && !self.large_arriving() {
             self.large_sets = false;
         }
         Ok(Fill::Data { short: n < limit })
     }
 
     /// Reads the rest of an arriving value straight into its item, and what
-    /// follows it into the shared buffer (at most `LARGE_SET_READ_BYTES`: it
-    /// may be the next large SET), with one readv; answers what follows.
+    /// follows it into the shared buffer (at most `LARGE_SET_READ_BYTES` while
+    /// the connection sends large SETs: it may be the next one), with one
+    /// readv; answers what follows.
     fn fill_arriving(
         &mut self,
         ctx: &mut Context<'_>,
@@ -441,7 +449,11 @@ impl Connection {
         };
         let room = arrival.room(ctx.store);
         let room_len = room.len();
-        let tail = LARGE_SET_READ_BYTES.min(shared.len());
+        let tail = if self.large_sets {
+            LARGE_SET_READ_BYTES.min(shared.len())
+        } else {
+            shared.len()
+        };
         let n = match read_two(&self.stream, room, &mut shared[..tail])? {
             None => return Ok(Fill::WouldBlock),
             Some(0) => return Ok(Fill::Eof),
