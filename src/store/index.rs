@@ -38,6 +38,34 @@ fn key_of(arena: &[u8], addr: usize) -> &[u8] {
     &arena[addr + header.key_at..][..header.key_len]
 }
 
+/// `stored == key`, eight bytes at a time: keys are short, and a call to
+/// `memcmp` for each probe costs more than the compare itself.
+#[inline(always)]
+fn same_key(stored: &[u8], key: &[u8]) -> bool {
+    let n = key.len();
+    if stored.len() != n {
+        return false;
+    }
+    if n < 8 {
+        return stored == key;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let mut at = 0;
+    while at + 8 < n {
+        if word(stored, at) != word(key, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last eight bytes, overlapping what was compared when n is not a
+    // multiple of eight.
+    word(stored, n - 8) == word(key, n - 8)
+}
+
 impl Index {
     pub fn new(shift: u32) -> Index {
         Self::with_capacity(shift, INITIAL_CAPACITY)
@@ -68,14 +96,14 @@ impl Index {
     }
 
     /// The address and header of the item under `key`, expired or not.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, hash: u64, key: &[u8], arena: &[u8]) -> Option<(usize, Header)> {
         // The header decoded to compare the key is the one we return.
         let mut found = None;
         self.table.find(hash, |&loc| {
             let addr = self.addr(loc);
             let header = item::decode(&arena[addr..]);
-            let hit = &arena[addr + header.key_at..][..header.key_len] == key;
+            let hit = same_key(&arena[addr + header.key_at..][..header.key_len], key);
             if hit {
                 found = Some((addr, header));
             }
@@ -97,7 +125,7 @@ impl Index {
         let old = self
             .table
             .find_mut(hash, |&l| {
-                l != loc && key_of(arena, (l.0 as usize) << shift) == key
+                l != loc && same_key(key_of(arena, (l.0 as usize) << shift), key)
             })
             .map(|slot| std::mem::replace(slot, loc));
         match old {
@@ -155,5 +183,27 @@ impl Index {
 
     pub fn clear(&mut self) {
         self.table.clear();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::same_key;
+
+    #[test]
+    fn same_key_agrees_with_slice_equality() {
+        let base: Vec<u8> = (0..40u8).map(|b| b.wrapping_mul(37)).collect();
+        for n in 0..=base.len() {
+            let a = &base[..n];
+            assert!(same_key(a, a));
+            assert!(!same_key(a, &base[..n.saturating_sub(1)]) || n == 0);
+            // One byte off at every position, also inside the overlap.
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 0x40;
+                assert!(!same_key(a, &b), "n {n} differs at {i}");
+            }
+        }
     }
 }

@@ -126,8 +126,9 @@ pub fn item_len(key_len: usize, value_len: usize, flags: u32, expiry: u32) -> us
         + value_len
 }
 
-/// Decodes the header at the start of `bytes`.
-#[inline]
+/// Decodes the header at the start of `bytes`. Inlined: it is on every
+/// lookup, and a call returns the whole header through memory.
+#[inline(always)]
 pub fn decode(bytes: &[u8]) -> Header {
     let bits = bytes[0];
     let key_len = usize::from(bytes[1]);

@@ -73,7 +73,7 @@ pub enum Opcode {
 
 impl Opcode {
     /// The opcode for a wire byte; `None` for a byte memcached does not serve.
-    pub fn from_u8(byte: u8) -> Option<Opcode> {
+    pub const fn from_u8(byte: u8) -> Option<Opcode> {
         use Opcode::*;
         Some(match byte {
             0x00 => Get,
@@ -118,7 +118,7 @@ impl Opcode {
 
     /// The non-quiet opcode this one is a variant of, and whether it is quiet.
     /// Quiet suppression is applied after execution, so dispatch only sees bases.
-    pub fn base(self) -> (Opcode, bool) {
+    pub const fn base(self) -> (Opcode, bool) {
         use Opcode::*;
         match self {
             GetQ => (Get, true),
