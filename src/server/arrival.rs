@@ -20,10 +20,13 @@ use crate::protocol::{Command, Outcome, StoreMode, MAX_KEY_LEN};
 use crate::store::{Mode, Reservation, Store};
 
 /// Values of at least this many bytes are read in place when they are not all
-/// in yet; below it the frame is usually whole after one read and one copy
-/// costs less than reserving. The same size from which GET answers are sent
-/// from the item (`DIRECT_VALUE_BYTES`).
-pub const IN_PLACE_VALUE_BYTES: usize = 16 * 1024;
+/// in after the read that brought their header. Chosen by measurement
+/// (docs/performance.md): a value that spans reads is otherwise copied twice
+/// (read buffer, connection buffer, item), and reading it in place cost fewer
+/// instructions at every size tried (500 B to 16,000 B pipelined); below 1 KiB
+/// the gain was within the run-to-run spread, and each such value would pin a
+/// segment while it trickles in.
+pub const IN_PLACE_VALUE_BYTES: usize = 1024;
 
 /// How the answer to a value read in place is written.
 #[derive(Clone, Copy, Debug)]

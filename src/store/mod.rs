@@ -690,6 +690,44 @@ impl Store {
         if !self.fits(key.len(), new_len) {
             return Err(StoreError::NotStored);
         }
+        let new_cas = self.take_cas();
+        // The joined item is written once, from the old one and the new piece:
+        // the old item's segment is pinned so that finding room cannot move or
+        // evict it (as for a value arriving).
+        self.segments.pin(addr);
+        let placed = self.place(key, new_len, header.flags, header.expiry, new_cas);
+        self.segments.unpin(addr);
+        let Ok((at, len, value_at)) = placed else {
+            // Only when every other segment is pinned too: join in the scratch
+            // buffer, where the old value may go while room is found.
+            return self.concat_copied(hash, key, value, prepend, new_cas);
+        };
+        let old = addr + header.value_at();
+        let (old_to, new_to) = if prepend {
+            (value_at + value.len(), value_at)
+        } else {
+            (value_at, value_at + header.value_len)
+        };
+        let bytes = self.segments.bytes_mut();
+        bytes.copy_within(old..old + header.value_len, old_to);
+        bytes[new_to..new_to + value.len()].copy_from_slice(value);
+        self.link(hash, key, at, len, header.expiry);
+        self.counts.total_items += 1;
+        Ok(new_cas)
+    }
+
+    /// `concat` through the scratch buffer: the old value is copied out before
+    /// room for the joined item is found.
+    #[cold]
+    fn concat_copied(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        prepend: bool,
+        new_cas: u64,
+    ) -> Result<u64, StoreError> {
+        let (addr, header) = self.lookup(hash, key).ok_or(StoreError::NotStored)?;
         let old = self.segments.value(addr, &header);
         self.scratch.clear();
         if prepend {
@@ -700,7 +738,6 @@ impl Store {
             self.scratch.extend_from_slice(value);
         }
         let scratch = std::mem::take(&mut self.scratch);
-        let new_cas = self.take_cas();
         let written = self.write_item(hash, key, &scratch, header.flags, header.expiry, new_cas);
         self.scratch = scratch;
         written?;
@@ -999,7 +1036,24 @@ impl Store {
         expiry: u32,
         cas: u64,
     ) -> Result<usize, StoreError> {
-        let len = item::item_len(key.len(), value.len(), flags, expiry);
+        let (addr, len, value_at) = self.place(key, value.len(), flags, expiry, cas)?;
+        self.segments.bytes_mut()[value_at..value_at + value.len()].copy_from_slice(value);
+        self.link(hash, key, addr, len, expiry);
+        Ok(addr)
+    }
+
+    /// Room for a new item, its header and key written: its address, length and
+    /// the arena address of its value, which the caller fills before `link`.
+    #[inline(always)]
+    fn place(
+        &mut self,
+        key: &[u8],
+        value_len: usize,
+        flags: u32,
+        expiry: u32,
+        cas: u64,
+    ) -> Result<(usize, usize, usize), StoreError> {
+        let len = item::item_len(key.len(), value_len, flags, expiry);
         self.eviction
             .reserve_index(&mut self.segments, &mut self.index, &self.clock)?;
         let addr = self.alloc(len, ttl_bucket(expiry, self.clock.now()))?;
@@ -1010,14 +1064,19 @@ impl Store {
             cas,
             access: self.clock.now(),
         };
-        let value_at = item::encode(bytes, key, value.len(), fields);
-        bytes[value_at..].copy_from_slice(value);
+        let value_at = item::encode(bytes, key, value_len, fields);
+        Ok((addr, len, addr + value_at))
+    }
+
+    /// Counts a placed and filled item and points the index at it, replacing
+    /// any older item under the same key.
+    #[inline(always)]
+    fn link(&mut self, hash: u64, key: &[u8], addr: usize, len: usize, expiry: u32) {
         self.segments.note_written(addr, len, expiry);
         if let Some(old) = self.index.insert(hash, key, addr, self.segments.bytes()) {
             let header = self.segments.header(old);
             self.segments.mark_dead(old, &header);
         }
-        Ok(addr)
     }
 
     /// Space for `len` bytes at the tail of TTL class `bucket`.

@@ -925,3 +925,81 @@ fn access_time_counts_as_memcached_does() {
     assert_eq!(s.stats().evicted_time, 4);
     s.check_consistency().unwrap();
 }
+
+#[test]
+fn append_and_prepend_keep_their_item_whole_while_room_is_made_by_eviction() {
+    // Every append needs room in a full store, whose next victim is often the
+    // item being appended to (kept alive by reads, so compaction would move it).
+    let mut s = store(8);
+    let mut want = b"start".to_vec();
+    s.store(Mode::Set, b"joined", &want, 3, 0, 0).unwrap();
+    let filler = vec![b'f'; 40_000];
+    for i in 0..2_000u32 {
+        s.store(Mode::Set, format!("fill{i}").as_bytes(), &filler, 0, 0, 0)
+            .unwrap();
+        if s.get(b"joined").is_none() {
+            // Evicted after all (a full cache of live data empties a victim).
+            want = b"start".to_vec();
+            s.store(Mode::Set, b"joined", &want, 3, 0, 0).unwrap();
+        }
+        if i % 7 == 0 {
+            let piece = format!("<{i}>");
+            let prepend = i % 2 == 0;
+            s.concat(b"joined", piece.as_bytes(), prepend, 0).unwrap();
+            want = if prepend {
+                [piece.as_bytes(), &want[..]].concat()
+            } else {
+                [&want[..], piece.as_bytes()].concat()
+            };
+            let item = s.get(b"joined").unwrap();
+            assert_eq!((item.value, item.flags), (&want[..], 3), "step {i}");
+        }
+    }
+    assert!(s.stats().evictions > 0, "the store never turned over");
+    assert_eq!(s.segments.pinned(), 0);
+    s.check_consistency().unwrap();
+}
+
+/// A store holding, in its first segment, an unread item smaller than `joined`,
+/// then `joined` (read, so compaction keeps it and moves it partly over its own
+/// old place), then up to `fillers` fillers, stopping at the first eviction;
+/// returns it, `joined`'s value and the fillers written.
+fn store_before_turnover(fillers: usize) -> (Store, Vec<u8>, usize) {
+    let mut s = store(8);
+    s.store(Mode::Set, b"unread", &vec![b'u'; 200_000], 0, 0, 0)
+        .unwrap();
+    let joined: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    s.store(Mode::Set, b"joined", &joined, 0, 0, 0).unwrap();
+    assert!(s.get(b"joined").is_some());
+    let filler = vec![b'f'; 1_000_000 - 100];
+    let mut n = 0;
+    while n < fillers && s.stats().evictions == 0 {
+        s.store(Mode::Set, format!("fill{n}").as_bytes(), &filler, 0, 0, 0)
+            .unwrap();
+        n += 1;
+    }
+    (s, joined, n)
+}
+
+#[test]
+fn an_append_whose_room_is_made_in_its_own_segment_joins_the_old_value_intact() {
+    // How many fillers the store takes before its first eviction.
+    let (s, _, room) = store_before_turnover(usize::MAX);
+    assert!(s.stats().evictions > 0);
+    for prepend in [false, true] {
+        // One filler fewer: the append itself needs the first eviction, and the
+        // oldest segment is the one holding the item (compacting it would move
+        // the item over its own old place).
+        let (mut s, joined, n) = store_before_turnover(room - 1);
+        assert_eq!((n, s.stats().evictions), (room - 1, 0));
+        s.concat(b"joined", b"+piece", prepend, 0).unwrap();
+        assert!(s.stats().evictions > 0, "the append did not evict");
+        let want = if prepend {
+            [&b"+piece"[..], &joined].concat()
+        } else {
+            [&joined[..], b"+piece"].concat()
+        };
+        assert!(s.get(b"joined").unwrap().value == want, "prepend {prepend}");
+        s.check_consistency().unwrap();
+    }
+}
