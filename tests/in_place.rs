@@ -53,6 +53,13 @@ fn send_split(stream: &mut std::net::TcpStream, bytes: &[u8], at: usize) {
     stream.write_all(&bytes[at..]).unwrap();
 }
 
+/// A pincache server, and memcached to answer the same (unless skipped).
+fn pincache_and_memcached() -> Vec<Server> {
+    let mut servers = vec![Server::pincache(&[])];
+    servers.extend(Server::memcached_text(&[]));
+    servers
+}
+
 fn stat(stats: &[(String, String)], name: &str) -> u64 {
     let found = stats.iter().find(|(k, _)| k == name);
     found
@@ -123,6 +130,7 @@ fn every_size_around_the_threshold_reads_back_while_others_pipeline() {
         );
         text.expect("\r\nEND\r\n");
     }
+    meta_sizes_read_back(&mut text);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(other.join().unwrap() > 0);
 }
@@ -241,8 +249,7 @@ fn eviction_while_a_value_arrives_leaves_it_whole() {
 
 #[test]
 fn a_bad_data_block_end_is_refused_and_the_old_value_kept() {
-    let mut servers = vec![Server::pincache(&[])];
-    servers.extend(Server::memcached_text(&[]));
+    let servers = pincache_and_memcached();
     for server in &servers {
         let mut c: TextClient = server.text();
         c.call("set k 0 0 3\r\nold\r\n", "STORED\r\n");
@@ -349,39 +356,34 @@ fn expect_mg(c: &mut TextClient, key: &str, value: &[u8], flags: u32) {
     c.expect("\r\n");
 }
 
-#[test]
-fn meta_set_values_around_the_threshold_read_back_with_their_echoed_flags() {
-    let server = Server::pincache(&["-m", "64"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let other = pipeliner(&server, stop.clone());
-    let mut c = server.text();
+/// `ms` at every size around the threshold (split after the line), with
+/// its echoed flags, read back; then base64 and quiet ones.
+fn meta_sizes_read_back(c: &mut TextClient) {
+    let before = stat(&c.stats(""), "set_in_place");
     for (n, len) in sizes("meta:k").into_iter().enumerate() {
         let v = value(len, 200 + n as u8);
-        send_ms(&mut c, &ms("meta:k", "c k O12345 F3 T0", &v, b"\r\n"));
+        send_ms(c, &ms("meta:k", "c k O12345 F3 T0", &v, b"\r\n"));
         let caps = c.expect("HD c%d kmeta:k O12345\r\n");
         c.send("mg meta:k c\r\n");
         c.expect(&format!("HD c{}\r\n", caps[0]));
-        expect_mg(&mut c, "meta:k", &v, 3);
+        expect_mg(c, "meta:k", &v, 3);
     }
     // A base64 key is echoed base64; `q` hides the success, `mn` answers.
     let len = IN_PLACE_VALUE_BYTES * 2;
     let v = value(len, 7);
-    send_ms(&mut c, &ms("bWV0YTpi", "b k O1", &v, b"\r\n"));
+    send_ms(c, &ms("bWV0YTpi", "b k O1", &v, b"\r\n"));
     c.expect("HD kbWV0YTpi b O1\r\n");
-    send_ms(&mut c, &ms("meta:q", "q F9", &v, b"\r\nmn\r\n"));
+    send_ms(c, &ms("meta:q", "q F9", &v, b"\r\nmn\r\n"));
     c.expect("MN\r\n");
-    expect_mg(&mut c, "meta:b", &v, 0);
-    expect_mg(&mut c, "meta:q", &v, 9);
+    expect_mg(c, "meta:b", &v, 0);
+    expect_mg(c, "meta:q", &v, 9);
     // Threshold, threshold + 1, the limit, and the two above were read in place.
-    assert_eq!(stat(&c.stats(""), "set_in_place"), 5);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(other.join().unwrap() > 0);
+    assert_eq!(stat(&c.stats(""), "set_in_place") - before, 5);
 }
 
 #[test]
 fn meta_set_modes_cas_and_invalidation_in_place_answer_as_memcached() {
-    let mut servers = vec![Server::pincache(&[])];
-    servers.extend(Server::memcached_text(&[]));
+    let servers = pincache_and_memcached();
     let len = IN_PLACE_VALUE_BYTES + 100;
     let (a, b) = (value(len, 1), value(len, 2));
     for server in &servers {
@@ -449,8 +451,7 @@ fn meta_set_modes_cas_and_invalidation_in_place_answer_as_memcached() {
 
 #[test]
 fn meta_set_bad_data_end_and_a_client_leaving_keep_the_old_value() {
-    let mut servers = vec![Server::pincache(&[])];
-    servers.extend(Server::memcached_text(&[]));
+    let servers = pincache_and_memcached();
     let len = IN_PLACE_VALUE_BYTES * 2;
     for server in &servers {
         let mut c = server.text();
@@ -490,8 +491,7 @@ fn until_nread(c: &mut TextClient, want: bool) {
 
 #[test]
 fn stats_conns_shows_conn_nread_while_a_value_arrives() {
-    let mut servers = vec![Server::pincache(&[])];
-    servers.extend(Server::memcached_text(&[]));
+    let servers = pincache_and_memcached();
     let len = IN_PLACE_VALUE_BYTES * 4;
     for server in &servers {
         let mut c = server.text();
