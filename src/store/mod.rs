@@ -381,6 +381,14 @@ impl Store {
 
     // ---- reads ----
 
+    /// Starts loading what a `get(key)` will read (the index probe, the item)
+    /// into the cache, without reading it: a hint for a batch of gets.
+    #[inline]
+    pub fn prefetch(&self, key: &[u8]) {
+        let hash = self.index.hash(key);
+        self.index.prefetch(hash, self.segments.bytes());
+    }
+
     /// The live item under `key`, marked as read.
     #[inline(always)]
     pub fn get(&mut self, key: &[u8]) -> Option<Item<'_>> {
