@@ -43,6 +43,7 @@ mod worker;
 mod workload;
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use pincache_bench::ring::Ring;
 
@@ -150,11 +151,18 @@ fn cmd_ring(cfg: &Cfg, balance: Option<usize>, keys: &[String]) -> Res<i32> {
 
 /// `storm` from the command line, against a running server.
 fn cmd_storm(flags: &[(String, String)]) -> Res<i32> {
-    let (mut server, mut conns) = (None, 3_000usize);
+    let mut server = None;
+    let mut spec = storm::StormSpec {
+        conns: 3_000,
+        probe_every: storm::PROBE_EVERY,
+    };
     for (k, v) in flags {
         match k.as_str() {
             "server" => server = Some(v.clone()),
-            "storm-conns" => conns = num("--storm-conns", v)?,
+            "storm-conns" => spec.conns = num("--storm-conns", v)?,
+            "probe-every-us" => {
+                spec.probe_every = Duration::from_micros(num("--probe-every-us", v)?)
+            }
             "client-cpu" => pin_current_thread(num("--client-cpu", v)?),
             _ => return Err(format!("storm: unknown flag --{k}")),
         }
@@ -164,7 +172,8 @@ fn cmd_storm(flags: &[(String, String)]) -> Res<i32> {
         .map_err(|e| format!("{server}: {e}"))?
         .next()
         .ok_or(format!("{server}: no address"))?;
-    let r = storm::run_storm(addr, conns)?;
+    let r = storm::run_storm(addr, spec)?;
+    let conns = spec.conns;
     println!("storm {conns} against {server}: {}", storm::describe(&r));
     Ok(if r.answered == conns { 0 } else { 2 })
 }
@@ -180,11 +189,12 @@ fn usage() -> &'static str {
   any:     --ops N --warmup-ops W: count-based instead of timed (checked, W not counted)
   ring:    --server A --server B KEY... (or - for stdin) | --balance N   [--ring-mode M]
   storm:   --server HOST:PORT --storm-conns 3000: that many connections at once, each sending a GET,
-           while one client measures its GETs (run: every figure prints the bench's own CPU)
+           while one client measures its GETs, one every --probe-every-us 500 at most (0: back to back)
+           (run: every figure prints the bench's own CPU)
   compare: --pincache PATH [--memcached PATH] [--rounds 3]
            [--workloads p1,p16,quiet,latency,large,sizes,storm,memory,bound,hits] (default p1,p16,quiet,latency,large)
            [--server-cpu 0 --client-cpu 1] [--duration 5] [--memory-mb 1024 --bound-mb 64 --hits-mb 64]
-           [--items 1000000 --item-size 100] (memory: --items sets of --item-size bytes) [--storm-conns 3000]"
+           [--items 1000000 --item-size 100] (memory: --items sets of --item-size bytes) [--storm-conns 3000 --probe-every-us 500]"
 }
 
 fn real_main() -> Res<i32> {

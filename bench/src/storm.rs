@@ -2,6 +2,12 @@
 //! already connected client keeps doing GETs and measures them. Reports how long the
 //! storm took to connect and to be answered, the kernel's listen queue overflows over
 //! that time (each one a client waiting a 1 s SYN retransmit), and the client's latency.
+//!
+//! The probe sends at most one GET per `probe_every` (default 500 µs). Back to back, it
+//! costs the bench's core in proportion to how fast the server answers it, and takes
+//! that time from the openers on the same core (they run at a lower priority): a server
+//! that serves the probe three times as often then shows a slower storm, which measures
+//! the bench. Paced, the probe's load is the same against every server.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +18,17 @@ use crate::cli::Res;
 use crate::histogram::Hist;
 use crate::wire::{parse_header, put_get, put_set, HEADER, OP_GET};
 use pincache_bench::procfs::{listen_overflows, raise_nofile, CpuMeter};
+
+/// How many connections a storm opens, and how often its probe may send a GET.
+#[derive(Clone, Copy, Debug)]
+pub struct StormSpec {
+    pub conns: usize,
+    /// Zero: back to back.
+    pub probe_every: Duration,
+}
+
+/// The probe's default pace: 2,000 GETs a second at most.
+pub const PROBE_EVERY: Duration = Duration::from_micros(500);
 
 /// Storm clients' answers must all arrive within this.
 const STORM_BOUND: Duration = Duration::from_secs(30);
@@ -40,9 +57,14 @@ fn round_trip(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> bool {
     s.read_exact(buf).is_ok()
 }
 
-/// The measuring client: GETs one key back to back until `stop`, recording each GET's
-/// latency while `measuring` is set.
-fn probe(addr: SocketAddr, measuring: &AtomicBool, stop: &AtomicBool) -> Res<Hist> {
+/// The measuring client: GETs one key, one every `every` at most, until `stop`,
+/// recording each GET's latency while `measuring` is set.
+fn probe(
+    addr: SocketAddr,
+    every: Duration,
+    measuring: &AtomicBool,
+    stop: &AtomicBool,
+) -> Res<Hist> {
     set_nice(-10);
     let mut s = TcpStream::connect(addr).map_err(|e| format!("storm probe: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -62,8 +84,17 @@ fn probe(addr: SocketAddr, measuring: &AtomicBool, stop: &AtomicBool) -> Res<His
         if measuring.load(Ordering::Relaxed) {
             hist.record(t0.elapsed().as_nanos() as u64);
         }
+        pace(t0 + every);
     }
     Ok(hist)
+}
+
+/// Sleeps until `until` (at once when it has passed).
+fn pace(until: Instant) {
+    let left = until.saturating_duration_since(Instant::now());
+    if !left.is_zero() {
+        std::thread::sleep(left);
+    }
 }
 
 /// Sets the calling thread's nice value (Linux's nice is per thread). Best effort: a
@@ -146,12 +177,13 @@ fn storm(addr: SocketAddr, n: usize, t0: Instant) -> Res<(f64, f64, usize, usize
     ))
 }
 
-/// One storm of `n` connections against `addr`, measured.
-pub fn run_storm(addr: SocketAddr, n: usize) -> Res<StormResult> {
+/// One storm against `addr`, measured.
+pub fn run_storm(addr: SocketAddr, spec: StormSpec) -> Res<StormResult> {
+    let n = spec.conns;
     raise_nofile(n as u64 + 256)?;
     let (measuring, stop) = (AtomicBool::new(false), AtomicBool::new(false));
     std::thread::scope(|sc| {
-        let prober = sc.spawn(|| probe(addr, &measuring, &stop));
+        let prober = sc.spawn(|| probe(addr, spec.probe_every, &measuring, &stop));
         // Let the probe settle before the storm.
         std::thread::sleep(Duration::from_millis(200));
         let (meter, overflows0) = (CpuMeter::start("self"), listen_overflows());

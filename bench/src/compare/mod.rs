@@ -8,9 +8,11 @@ mod storm;
 mod workloads;
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::cli::{apply_flag, num, Cfg, Res};
 use crate::report::{bench_warning, shout_errors, summarize, BENCH_CPU_WARN};
+use crate::storm::{StormSpec, PROBE_EVERY};
 use crate::worker::{pin_current_thread, run_phase};
 use crate::workload::Plan;
 use pincache_bench::procfs::CpuMeter;
@@ -108,7 +110,7 @@ struct Opts {
     server_cpu: usize,
     mem: MemOpts,
     workloads: Vec<String>,
-    storm_conns: usize,
+    storm: StormSpec,
 }
 
 fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
@@ -119,7 +121,10 @@ fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
     let (mut pc, mut mc) = (None, None);
     let (mut rounds, mut server_cpu) = (3usize, 0usize);
     let mut mem = MemOpts::default();
-    let mut storm_conns = 3_000;
+    let mut storm = StormSpec {
+        conns: 3_000,
+        probe_every: PROBE_EVERY,
+    };
     let mut workloads = "p1,p16,quiet,latency,large".to_string();
     for (k, v) in flags {
         let f = format!("--{k}");
@@ -133,7 +138,8 @@ fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
             "bound-mb" => mem.bound_mb = num(&f, v)?,
             "hits-mb" => mem.hits_mb = num(&f, v)?,
             "item-size" => mem.item_size = num(&f, v)?,
-            "storm-conns" => storm_conns = num(&f, v)?,
+            "storm-conns" => storm.conns = num(&f, v)?,
+            "probe-every-us" => storm.probe_every = Duration::from_micros(num(&f, v)?),
             _ if apply_flag(&mut base, k, v)? => {}
             _ => return Err(format!("compare: unknown flag --{k}")),
         }
@@ -159,7 +165,7 @@ fn parse_opts(flags: &[(String, String)]) -> Res<Opts> {
         server_cpu,
         mem,
         workloads: wl,
-        storm_conns,
+        storm,
     })
 }
 
@@ -314,8 +320,12 @@ pub fn cmd_compare(flags: &[(String, String)]) -> Res<i32> {
                 continue;
             }
             "storm" => {
-                let n = o.storm_conns;
-                rows.extend(storm::compare_storm(&o.kinds, n, o.rounds, o.server_cpu)?);
+                rows.extend(storm::compare_storm(
+                    &o.kinds,
+                    o.storm,
+                    o.rounds,
+                    o.server_cpu,
+                )?);
                 continue;
             }
             _ => {}

@@ -6,17 +6,21 @@ use std::net::SocketAddr;
 use super::median;
 use super::server::start_server;
 use crate::cli::Res;
-use crate::storm::{describe, run_storm, StormResult};
+use crate::storm::{describe, run_storm, StormResult, StormSpec};
 use pincache_bench::procfs::raise_nofile;
 
-/// Runs `rounds` storms of `n` connections per server kind, alternating; table rows.
+/// Runs `rounds` storms per server kind, alternating; table rows.
 pub fn compare_storm(
     kinds: &[(&'static str, String)],
-    n: usize,
+    spec: StormSpec,
     rounds: usize,
     cpu: usize,
 ) -> Res<Vec<String>> {
-    println!("\n== storm ({n} connections) ==");
+    let n = spec.conns;
+    println!(
+        "\n== storm ({n} connections, probe every {} µs) ==",
+        spec.probe_every.as_micros()
+    );
     // Both ends of the storm, in this process and in the servers it starts.
     raise_nofile(2 * n as u64 + 512)?;
     let conn_limit = (n + 100).to_string();
@@ -25,7 +29,7 @@ pub fn compare_storm(
         for (i, (name, path)) in kinds.iter().enumerate() {
             let srv = start_server(name, path, cpu, 64, &["-c", &conn_limit])?;
             let addr = SocketAddr::from(([127, 0, 0, 1], srv.port));
-            let r = run_storm(addr, n)?;
+            let r = run_storm(addr, spec)?;
             println!(
                 "  round {} {name:<9} {}   [{}]",
                 round + 1,
