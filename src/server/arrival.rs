@@ -12,8 +12,8 @@
 //! No socket here: the connection reads into `room`; a fuzz target drives the
 //! same calls with a stand-in.
 
-use super::dispatch::{stored, Context};
-use super::meta::MetaSet;
+use super::dispatch::{stored, whole_value_mode, Context};
+use super::meta::{invalidating, MetaSet};
 use crate::protocol::binary::encoder::{status_of, Reply};
 use crate::protocol::text::encoder;
 use crate::protocol::{Command, Outcome, StoreMode, MAX_KEY_LEN};
@@ -161,17 +161,11 @@ impl Arrival {
         let key_len = key.len().min(MAX_KEY_LEN);
         key_buf[..key_len].copy_from_slice(&key[..key_len]);
         let key = &key_buf[..key_len];
-        ctx.stats.cmd_set += 1;
-        ctx.stats.set_in_place += 1;
-        ctx.stats.detail_set(key);
-        let store_mode = match mode {
-            StoreMode::Add => Mode::Add,
-            StoreMode::Replace => Mode::Replace,
-            _ => Mode::Set,
-        };
-        let invalidating = matches!(answer, Answer::Meta(m) if m.invalidate)
-            && cas != 0
-            && store_mode != Mode::Add;
+        ctx.stats.count_set(key, true);
+        // `begin` took only set, add and replace.
+        let store_mode = whole_value_mode(mode).unwrap_or(Mode::Set);
+        let invalidating =
+            invalidating(matches!(answer, Answer::Meta(m) if m.invalidate), mode, cas);
         let result = ctx
             .store
             .complete(self.reservation, store_mode, cas, invalidating);

@@ -10,7 +10,7 @@ use super::dispatch::{
 };
 use super::stats::{self, StatFormat, Stats, VERSION};
 use crate::protocol::binary::encoder::{status_of, Reply};
-use crate::protocol::binary::parser::{frame_len, partial_store, Extras};
+use crate::protocol::binary::parser::{frame_len, get_key, partial_store, Extras};
 use crate::protocol::{
     parse, Command, Opcode, Outcome, ParseError, Request, Status, StoreMode, HEADER_LEN,
 };
@@ -110,12 +110,8 @@ fn prefetch_gets(input: &[u8], store: &Store) -> usize {
         if at == 0 && len == input.len() {
             return len;
         }
-        // GET, GETQ, GETK, GETKQ: no extras, the key is the body.
-        if matches!(frame[1], 0x00 | 0x09 | 0x0c | 0x0d) && frame[4] == 0 {
-            let key_len = usize::from(u16::from_be_bytes([frame[2], frame[3]]));
-            if let Some(key) = frame.get(HEADER_LEN..HEADER_LEN + key_len) {
-                store.prefetch(key);
-            }
+        if let Some(key) = get_key(frame) {
+            store.prefetch(key);
         }
         at += len;
         frames += 1;

@@ -168,6 +168,15 @@ impl Connection {
         self.arriving.is_some()
     }
 
+    /// How much of the shared buffer (`len` bytes) one read may fill.
+    fn read_limit(&self, len: usize) -> usize {
+        if self.large_sets {
+            LARGE_SET_READ_BYTES.min(len)
+        } else {
+            len
+        }
+    }
+
     /// Whether a value of `LARGE_SET_READ_BYTES` or more is arriving.
     fn large_arriving(&self) -> bool {
         self.arriving
@@ -417,11 +426,7 @@ impl Connection {
         shared: &mut [u8],
         max_frame: usize,
     ) -> io::Result<Fill> {
-        let limit = if self.large_sets {
-            LARGE_SET_READ_BYTES.min(shared.len())
-        } else {
-            shared.len()
-        };
+        let limit = self.read_limit(shared.len());
         let n = match read_some(&mut self.stream, &mut shared[..limit], ctx)? {
             None => return Ok(Fill::WouldBlock),
             Some(0) => return Ok(Fill::Eof),
@@ -444,16 +449,12 @@ impl Connection {
         shared: &mut [u8],
         max_frame: usize,
     ) -> io::Result<Fill> {
+        let tail = self.read_limit(shared.len());
         let Some(arrival) = self.arriving.as_mut() else {
             return Ok(Fill::WouldBlock);
         };
         let room = arrival.room(ctx.store);
         let room_len = room.len();
-        let tail = if self.large_sets {
-            LARGE_SET_READ_BYTES.min(shared.len())
-        } else {
-            shared.len()
-        };
         let n = match read_two(&self.stream, room, &mut shared[..tail])? {
             None => return Ok(Fill::WouldBlock),
             Some(0) => return Ok(Fill::Eof),

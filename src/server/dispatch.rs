@@ -284,28 +284,26 @@ fn write<'s>(
     store: &'s mut Store,
     stats: &mut Stats,
 ) -> Outcome<'s> {
-    stats.cmd_set += 1;
-    stats.set_buffered += 1;
-    stats.detail_set(key);
-    let result = match mode {
-        StoreMode::Set | StoreMode::Add | StoreMode::Replace => {
-            let mode = match mode {
-                StoreMode::Add => Mode::Add,
-                StoreMode::Replace => Mode::Replace,
-                _ => Mode::Set,
-            };
-            store.store(mode, key, value, flags, exptime, cas)
-        }
+    stats.count_set(key, false);
+    let result = match whole_value_mode(mode) {
+        Some(mode) => store.store(mode, key, value, flags, exptime, cas),
         // The appended piece alone over the limit is "too large"; a result over
         // the limit is "not stored" (the store's answer), as in memcached.
-        StoreMode::Append | StoreMode::Prepend if !store.fits(key.len(), value.len()) => {
-            Err(StoreError::TooLarge)
-        }
-        StoreMode::Append | StoreMode::Prepend => {
-            store.concat(key, value, mode == StoreMode::Prepend, cas)
-        }
+        None if !store.fits(key.len(), value.len()) => Err(StoreError::TooLarge),
+        None => store.concat(key, value, mode == StoreMode::Prepend, cas),
     };
     stored(result, cas != 0, stats)
+}
+
+/// The store's mode for a command that replaces the whole value (set, add,
+/// replace); `None` for append and prepend, which join it with the old one.
+pub fn whole_value_mode(mode: StoreMode) -> Option<Mode> {
+    match mode {
+        StoreMode::Set => Some(Mode::Set),
+        StoreMode::Add => Some(Mode::Add),
+        StoreMode::Replace => Some(Mode::Replace),
+        StoreMode::Append | StoreMode::Prepend => None,
+    }
 }
 
 /// The outcome of a SET-like command, counted as memcached counts it;

@@ -5,7 +5,9 @@
 //! values are never hidden.
 
 use super::arrival::{Answer, Arrival, Pending};
-use super::dispatch::{execute, put_value, refuse_too_large, stored, Context, Direct};
+use super::dispatch::{
+    execute, put_value, refuse_too_large, stored, whole_value_mode, Context, Direct,
+};
 use super::text::Step;
 use crate::protocol::text::encoder::{digits, line, number};
 use crate::protocol::text::meta::{
@@ -367,6 +369,12 @@ impl MetaSet {
     }
 }
 
+/// Whether an `ms` stores through the invalidating store: `I` with a CAS, in
+/// set or replace mode (a CAS older than the item's then stores it stale).
+pub fn invalidating(invalidate: bool, mode: StoreMode, cas: u64) -> bool {
+    invalidate && cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace)
+}
+
 /// The store mode an `ms` `M` token names; `None` for a letter memcached refuses.
 fn set_mode(token: Option<u8>) -> Option<StoreMode> {
     match token {
@@ -391,7 +399,7 @@ fn store_value<'c>(
 ) -> Outcome<'c> {
     let f = &m.flags;
     let (flags, exptime) = (f.client_flags.unwrap_or(0), f.ttl.unwrap_or(0));
-    if !(f.invalidate && cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace)) {
+    if !invalidating(f.invalidate, mode, cas) {
         let command = Command::Store {
             mode,
             key,
@@ -402,14 +410,9 @@ fn store_value<'c>(
         };
         return execute(&command, ctx.store, ctx.stats);
     }
-    ctx.stats.cmd_set += 1;
-    ctx.stats.set_buffered += 1;
-    ctx.stats.detail_set(key);
-    let store_mode = if mode == StoreMode::Set {
-        Mode::Set
-    } else {
-        Mode::Replace
-    };
+    ctx.stats.count_set(key, false);
+    // `invalidating`: set or replace.
+    let store_mode = whole_value_mode(mode).unwrap_or(Mode::Set);
     let result = ctx
         .store
         .store_with(store_mode, key, value, (flags, exptime), cas, true);

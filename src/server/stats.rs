@@ -126,6 +126,19 @@ impl Stats {
         }
     }
 
+    /// A storage command that reached the store: `cmd_set`, how its value was
+    /// read (`set_in_place` or `set_buffered`) and the per-prefix detail.
+    #[inline]
+    pub fn count_set(&mut self, key: &[u8], in_place: bool) {
+        self.cmd_set += 1;
+        if in_place {
+            self.set_in_place += 1;
+        } else {
+            self.set_buffered += 1;
+        }
+        self.detail_set(key);
+    }
+
     #[inline]
     pub fn detail_set(&mut self, key: &[u8]) {
         if self.detail.enabled {

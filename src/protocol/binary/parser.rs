@@ -158,6 +158,21 @@ pub fn frame_len(input: &[u8]) -> Option<u64> {
     }
 }
 
+/// The key of the GET, GETQ, GETK or GETKQ at the front of `input` when its
+/// header and key are in, without checking the rest of the frame: for a
+/// read-ahead hint, not for answering.
+pub fn get_key(input: &[u8]) -> Option<&[u8]> {
+    let spec = SPECS[usize::from(*input.get(1)?)]?;
+    if !matches!(spec.command, Opcode::Get | Opcode::GetK) || input.len() < HEADER_LEN {
+        return None;
+    }
+    // A GET has no extras; a frame that says otherwise is refused later.
+    if input[4] != 0 {
+        return None;
+    }
+    input.get(HEADER_LEN..HEADER_LEN + usize::from(be16(input, 2)))
+}
+
 /// Parses the request at the front of `input`, returning it and its frame length.
 #[inline(always)]
 pub fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize), ParseError<'a>> {
@@ -474,6 +489,23 @@ mod tests {
             (req.command, req.quiet, req.opcode),
             (Opcode::GetK, true, 0x0d)
         );
+    }
+
+    #[test]
+    fn get_key_reads_only_the_get_family() {
+        for op in [0x00, 0x09, 0x0c, 0x0d] {
+            assert_eq!(
+                get_key(&frame(op, &[], b"k1", &[])),
+                Some(&b"k1"[..]),
+                "{op:#x}"
+            );
+        }
+        let get = frame(0x00, &[], b"k1", &[]);
+        assert_eq!(get_key(&get[..HEADER_LEN + 1]), None, "key not all in");
+        assert_eq!(get_key(&frame(0x01, &[0; 8], b"k1", b"v")), None, "SET");
+        assert_eq!(get_key(&frame(0x00, &[0; 4], b"k1", &[])), None, "extras");
+        assert_eq!(get_key(&frame(0x1d, &[0; 4], b"k1", &[])), None, "GAT");
+        assert_eq!(get_key(&[0x80]), None);
     }
 
     #[test]
